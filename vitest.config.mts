@@ -1,0 +1,15 @@
+import { defineConfig } from "vitest/config";
+
+// Unit and parity tests run on the wasm backend (the one every machine has); notebook tests
+// execute lessons with real Jupyter and take longer.
+export default defineConfig({
+  test: {
+    include: ["kernel-lib/test/**/*.test.ts", "notebooks/test/**/*.test.ts", "bench/test/**/*.test.ts"],
+    setupFiles: ["kernel-lib/test/setup.ts"],
+    testTimeout: 300_000,
+    hookTimeout: 300_000,
+    pool: "forks",
+    maxWorkers: 2,
+    reporters: process.env.CI ? ["default", ["json", { outputFile: "test-results/vitest.json" }]] : ["default"],
+  },
+});

@@ -1,0 +1,11 @@
+// npm start: Jupyter on notebooks/ with this project's tslab kernel.
+import { spawn } from "node:child_process";
+import * as path from "node:path";
+import { registerKernel, jupyterPython, env, root } from "./jupyter-env.mjs";
+
+registerKernel();
+const py = jupyterPython();
+const args = ["-m", "notebook", `--notebook-dir=${path.join(root, "notebooks")}`, ...process.argv.slice(2)];
+console.log(`Starting Jupyter on notebooks/ (kernel "TypeScript (tslab, diffusion kit)"): ${py} ${args.join(" ")}`);
+const child = spawn(py, args, { stdio: "inherit", env: env() });
+child.on("exit", (code) => process.exit(code ?? 0));

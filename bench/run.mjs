@@ -1,0 +1,125 @@
+// npm run bench: speed and load throughput on the active backend, written to bench/results/*.json
+// with a short table. Every model rate is set beside the backend's own matMul / conv2d rate measured
+// in the same run (machines are noisy: compare ratios). FLOPs are counted from the kernels tfjs
+// actually ran (tf.profile: Conv2D / FusedConv2D / MatMul / BatchMatMul shapes, 2 per multiply-add).
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const tf = require("@tensorflow/tfjs");
+const K = require("kernel-lib");
+
+const args = process.argv.slice(2);
+const only = args.find((a) => a.startsWith("--only="))?.slice(7)?.split(",");
+const want = (name) => !only || only.includes(name);
+const quick = args.includes("--quick");
+
+function now() { return performance.now(); }
+async function timeIt(fn, { warmup = 1, runs = 3 } = {}) {
+  for (let i = 0; i < warmup; i++) await fn();
+  const ts = [];
+  for (let i = 0; i < runs; i++) { const t0 = now(); await fn(); ts.push((now() - t0) / 1000); }
+  ts.sort((a, b) => a - b);
+  return ts[Math.floor(ts.length / 2)];
+}
+function sync(t) { t.dataSync(); }
+
+/** FLOPs of the conv / matmul kernels a function runs (2 per multiply-add). */
+async function countFlops(fn) {
+  const prof = await tf.profile(fn);
+  let flops = 0;
+  for (const k of prof.kernels) {
+    const out = k.outputShapes[0] ?? [];
+    const inp = k.inputShapes;
+    if (k.name === "Conv2D" || k.name === "FusedConv2D") {
+      const [kh, kw, cin] = inp[1];
+      flops += 2 * out.reduce((a, b) => a * b, 1) * kh * kw * cin;
+    } else if (k.name === "MatMul" || k.name === "BatchMatMul" || k.name === "_FusedMatMul") {
+      // contracted size K: a is [..., M, K] (or [..., K, M] when transposed); the output is [..., M, N]
+      const a = inp[0];
+      const kdim = a[a.length - 2] === out[out.length - 2] ? a[a.length - 1] : a[a.length - 2];
+      flops += 2 * out.reduce((x, y) => x * y, 1) * kdim;
+    }
+  }
+  return flops;
+}
+
+const results = { date: new Date().toISOString(), machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30) }, cases: {} };
+const report = await K.initBackend();
+results.backend = report.description;
+console.log(K.formatBackendReport(report));
+
+// --- the backend's own primitives
+if (want("primitives")) {
+  const mm = tf.tidy(() => [tf.randomNormal([1024, 1024]), tf.randomNormal([1024, 1024])]);
+  const tMm = await timeIt(() => sync(tf.tidy(() => tf.matMul(mm[0], mm[1]))), { runs: 5 });
+  results.cases["matMul 1024^3"] = { seconds: tMm, gflops: 2 * 1024 ** 3 / 1e9, gflopsPerSec: 2 * 1024 ** 3 / 1e9 / tMm };
+  tf.dispose(mm);
+  for (const [h, c] of [[64, 256], [128, 128]]) {
+    const x = tf.randomNormal([1, h, h, c]), w = tf.randomNormal([3, 3, c, c]);
+    const t = await timeIt(() => sync(tf.tidy(() => tf.conv2d(x, w, 1, "same"))));
+    const g = 2 * h * h * c * 9 * c / 1e9;
+    results.cases[`conv2d 3x3 [1,${h},${h},${c}] ${c}->${c}`] = { seconds: t, gflops: g, gflopsPerSec: g / t };
+    tf.dispose([x, w]);
+  }
+}
+const convRate = Math.max(...Object.entries(results.cases).filter(([k]) => k.startsWith("conv2d")).map(([, v]) => v.gflopsPerSec), 0);
+const mmRate = results.cases["matMul 1024^3"]?.gflopsPerSec ?? 0;
+
+// --- UNet2DModel with the real google/ddpm-cat-256 config, random weights, [1,256,256,3]
+if (want("unet")) {
+  const cfgFile = path.resolve(here, "../../shared/fixtures/configs/ddpm-cat-256/config.json");
+  const localCfg = path.resolve(here, "configs/ddpm-cat-256.json");
+  const config = JSON.parse(fs.readFileSync(fs.existsSync(localCfg) ? localCfg : cfgFile, "utf8"));
+  const size = quick ? 64 : config.sample_size;
+  const t0 = now();
+  const unet = K.UNet2DModel.fromConfig(config, { init: "random", seed: 0 });
+  const buildS = (now() - t0) / 1000;
+  const x = tf.randomNormal([1, size, size, 3]);
+  const forward = () => { const o = unet.forward(x, 500).sample; sync(o); o.dispose(); };
+  const flops = await countFlops(() => { const o = unet.forward(x, 500).sample; return o; });
+  const secs = await timeIt(forward, { warmup: 0, runs: quick ? 1 : 2 });
+  const torch = size === 256 ? { seconds: 6.22, gflopsPerSec: 80, note: "PyTorch 1.13, 2 threads, same machine kind, not this run (../shared/perf/README.md)" } : null;
+  results.cases[`UNet2DModel ddpm-cat-256 [1,${size},${size},3]`] = {
+    params: unet.numParameters(), buildSeconds: buildS, seconds: secs, gflops: flops / 1e9, gflopsPerSec: flops / 1e9 / secs,
+    ratioToConv2d: flops / 1e9 / secs / convRate, ratioToMatMul: flops / 1e9 / secs / mmRate, pytorch: torch,
+    slowerThanPytorch: torch ? secs / torch.seconds : undefined,
+  };
+  tf.dispose(x);
+  unet.dispose();
+}
+
+// --- load throughput: safetensors files made on the fly
+if (want("load")) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-load-"));
+  for (const [label, dtype, mb] of [["float32", "F32", quick ? 40 : 400], ["float16", "F16", quick ? 20 : 200]]) {
+    const file = path.join(dir, `${label}.safetensors`);
+    const perTensor = 4 * 2 ** 20 / (dtype === "F16" ? 2 : 4); // 4 MiB tensors in the file, like a model's layers
+    const n = Math.round(mb * 1e6 / 4 / perTensor) * (dtype === "F16" ? 2 : 1);
+    const tensors = {};
+    const data = new Float32Array(perTensor).map((_, i) => Math.sin(i) * 0.1);
+    for (let i = 0; i < n; i++) tensors[`layer.${i}.weight`] = { dtype: "F32", shape: [perTensor], data };
+    K.saveSafetensors(file, tensors, { dtype: dtype === "F16" ? "F16" : "F32" });
+    const bytes = fs.statSync(file).size;
+    const t = await timeIt(() => { const ts = K.loadSafetensors(file); tf.dispose(Object.values(ts)); }, { warmup: 1, runs: 3 });
+    results.cases[`load ${label} safetensors ${Math.round(bytes / 1e6)} MB`] = { seconds: t, bytes, mbPerSec: bytes / 1e6 / t };
+    fs.rmSync(file);
+  }
+  fs.rmSync(dir, { recursive: true });
+}
+
+// --- results file and table
+fs.mkdirSync(path.join(here, "results"), { recursive: true });
+const backendTag = report.backend + (report.device === "cuda" ? "-cuda" : "");
+const out = path.join(here, "results", `${backendTag}${quick ? "-quick" : ""}.json`);
+fs.writeFileSync(out, JSON.stringify(results, null, 2) + "\n");
+const rows = Object.entries(results.cases).map(([k, v]) => [k, v.seconds?.toFixed(3) ?? "", v.gflopsPerSec?.toFixed(1) ?? (v.mbPerSec ? `${v.mbPerSec.toFixed(0)} MB/s` : ""), v.ratioToConv2d ? `${(100 * v.ratioToConv2d).toFixed(0)}% of conv2d` : "", v.slowerThanPytorch ? `${v.slowerThanPytorch.toFixed(1)}x PyTorch time*` : ""]);
+const w = [0, 1, 2, 3, 4].map((i) => Math.max(...rows.map((r) => r[i].length), ["case", "seconds", "GFLOP/s", "vs backend", "vs PyTorch"][i].length));
+const line = (r) => r.map((c, i) => c.padEnd(w[i])).join("  ");
+console.log("\n" + line(["case", "seconds", "GFLOP/s", "vs backend", "vs PyTorch"]));
+for (const r of rows) console.log(line(r));
+console.log(`\n* PyTorch figures come from ../shared/perf/README.md (same machine kind, not this run).\nwritten ${path.relative(process.cwd(), out)}`);

@@ -248,6 +248,37 @@ describe("hub: downloads from a (fake) Hub into Python's layout", () => {
     expect(await tryHubFile(REPO, "diffusion_pytorch_model.fp16.safetensors", { ...opts, fetch: noNetwork, localFilesOnly: true })).toBeNull();
   });
 
+  it("two concurrent downloads of one file end with one blob and one symlink", async () => {
+    const cacheDir = path.join(tmp, "cache");
+    const hub = fakeHub(UNET_FILES);
+    const opts = { cacheDir, hubUrl: HUB, fetch: hub.fetch };
+    const [a, b] = await Promise.all([
+      hubFileDownload(REPO, "unet/diffusion_pytorch_model.safetensors", opts),
+      hubFileDownload(REPO, "unet/diffusion_pytorch_model.safetensors", opts),
+    ]);
+    expect(a).toBe(b);
+    expect(fs.lstatSync(a).isSymbolicLink()).toBe(true);
+    expect(fs.readdirSync(path.join(cacheDir, STORAGE_NAME, "blobs"))).toEqual([sha256(WEIGHTS)]);
+  });
+
+  it("a stalled download times out (HF_HUB_DOWNLOAD_TIMEOUT), leaving no partial blob", async () => {
+    const cacheDir = path.join(tmp, "cache");
+    const hub = fakeHub(UNET_FILES);
+    process.env.HF_HUB_DOWNLOAD_TIMEOUT = "0.1";
+    const stalling = (async (input: string | URL | Request, init?: RequestInit) => {
+      const resp = await hub.fetch(input, init);
+      const ranged = new Headers(init?.headers).has("range");
+      if ((init?.method ?? "GET") !== "GET" || ranged) return resp;
+      // first bytes, then nothing
+      const body = new ReadableStream({ start: (c) => c.enqueue(new Uint8Array(WEIGHTS.subarray(0, 1000))) });
+      return new Response(body, { status: 200, headers: resp.headers });
+    }) as typeof fetch;
+    const err = await hubFileDownload(REPO, "unet/diffusion_pytorch_model.safetensors", { cacheDir, hubUrl: HUB, fetch: stalling }).catch((e) => e);
+    expect(err.message).toMatch(/Download of org\/tiny\/unet\/diffusion_pytorch_model.safetensors failed: network ETIMEDOUT/);
+    expect(fs.readdirSync(path.join(cacheDir, STORAGE_NAME, "blobs"))).toEqual([]);
+    expect(fs.existsSync(path.join(cacheDir, STORAGE_NAME, "snapshots"))).toBe(false);
+  });
+
   it("lists repo files through the tree API, optionally under a subfolder", async () => {
     const hub = fakeHub({ ...UNET_FILES, "model_index.json": Buffer.from("{}") });
     const opts = { cacheDir: path.join(tmp, "cache"), hubUrl: HUB, fetch: hub.fetch };
@@ -311,6 +342,7 @@ describe("hub: network failures", () => {
     expect(err).toMatchObject({ repoId: REPO, filename: "unet/config.json", cacheDir });
     expect(err.message).toContain("unreachable (ENOTFOUND)");
     expect(err.message).toContain(path.join(cacheDir, STORAGE_NAME));
+    expect(err.message).toContain(`hf download ${REPO}`);
     expect(err.message).toContain(`huggingface-cli download ${REPO}`);
     expect(err.message).toContain("local folder");
     expect(err.cause?.cause?.message).toBe("fetch failed");

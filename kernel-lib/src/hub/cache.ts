@@ -95,7 +95,9 @@ export async function linkSnapshot(storage: string, commit: string, relPath: str
   await rm(pointer, { force: true });
   try {
     await symlink(relative(dirname(pointer), blob), pointer);
-  } catch {
+  } catch (e) {
+    // EEXIST: a concurrent call linked it first.
+    if ((e as NodeJS.ErrnoException).code === "EEXIST" && (await exists(pointer))) return pointer;
     await copyFile(blob, pointer);
   }
   return pointer;

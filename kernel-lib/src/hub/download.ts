@@ -20,8 +20,8 @@ async function readWithin<T>(read: Promise<T>, ms: number, url: string, onStall:
   const stall = new Promise<never>((_, reject) => {
     handle = setTimeout(() => {
       const err = new NetworkFailure(url, "ETIMEDOUT", { cause: new Error(`no data for ${ms / 1000} s`) });
+      reject(err); // first, so it wins the race against a read that the cancel ends
       onStall(err);
-      reject(err);
     }, ms);
   });
   try {

@@ -89,8 +89,9 @@ export async function offlineError(
     `Looked in ${ctx.storage} (${detail}).`,
     `To fix it, either:`,
     `  - connect to the internet and run again${rerun ? ` (${rerun})` : ""};`,
-    `  - or, on a machine with internet, download the model with Python (\`huggingface-cli download ${ctx.repoId}\`) ` +
-      `and copy its ${repoFolderName(ctx.repoId)} folder into ${ctx.cacheDir} (or point HF_HUB_CACHE at a copy);`,
+    `  - or, on a machine with internet, download it with Python's huggingface_hub (\`hf download ${ctx.repoId}\`, ` +
+      `formerly \`huggingface-cli download ${ctx.repoId}\`) and copy its ${repoFolderName(ctx.repoId)} folder ` +
+      `into ${ctx.cacheDir} (or point HF_HUB_CACHE at a copy);`,
     `  - or pass the path of a local folder holding the model files instead of "${ctx.repoId}".`,
   ].join("\n");
   return new HubOfflineError(ctx.repoId, file, ctx.cacheDir, reason, message, { cause });

@@ -102,10 +102,10 @@ async function onMetadataError(ctx: HubContext, relPath: string, e: unknown): Pr
 /** Serve relPath from the cache only. `reason` says why the Hub is not used; `cause` set = warn on use. */
 async function fromCache(ctx: HubContext, relPath: string, reason: string, cause?: unknown): Promise<Located> {
   const hit = await lookupCached(ctx.storage, ctx.revision, relPath);
-  if (hit.state === "hit") {
-    if (cause !== undefined) warnFallback(ctx, hit.commit, reason);
-    return { path: hit.path };
+  if (cause !== undefined && hit.commit !== null && (hit.state !== "miss" || hit.snapshotExists)) {
+    warnFallback(ctx, hit.commit, reason);
   }
+  if (hit.state === "hit") return { path: hit.path };
   if (hit.state === "known-missing") {
     const msg = `File "${relPath}" does not exist in ${ctx.repoId} at commit ${hit.commit} (recorded in the cache; ${reason}).`;
     return { absent: new HubEntryNotFoundError(ctx.repoId, relPath, msg) };

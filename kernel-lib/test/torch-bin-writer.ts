@@ -42,8 +42,8 @@ export interface TorchBinWriteOptions {
   views?: Record<string, { of: string; storageOffset: number; shape: number[]; stride: number[] }>;
   /** pickle tensors as nn.Parameter (torch._utils._rebuild_parameter) */
   parameters?: boolean;
-  /** write the <archive>/byteorder record ("little") as torch >= 2.1 does */
-  byteorder?: boolean;
+  /** write the <archive>/byteorder record as torch >= 2.1 does; "big" also stores the storages big-endian */
+  byteorder?: "little" | "big";
   /** DEFLATE the entries instead of storing them (torch never does; a re-zipped checkpoint) */
   deflate?: boolean;
   /** give every entry ZIP64 sizes/offsets (0xFFFFFFFF + extra field), as miniz does past 4 GiB */
@@ -367,7 +367,7 @@ export function serializeTorchBin(file: string, tensors: Record<string, WriterTe
   const archive = opts.archiveName ?? torchArchiveName(file);
   const rebuild = p.global("torch._utils", "_rebuild_tensor_v2");
   const ordered = p.global("collections", "OrderedDict");
-  const storages: { key: string; bytes: Uint8Array }[] = [];
+  const storages: { key: string; bytes: Uint8Array; width: number }[] = [];
   const storageOf = new Map<string, { key: string; dtype: WriterDtype; numel: number }>();
 
   const tensorObj = (dtype: WriterDtype, key: string, numel: number, offset: number, shape: number[], stride: number[]): Py => {
@@ -406,7 +406,7 @@ export function serializeTorchBin(file: string, tensors: Record<string, WriterTe
       values = s;
     }
     const key = String(storages.length);
-    storages.push({ key, bytes: storageBytes(t.dtype, values) });
+    storages.push({ key, bytes: storageBytes(t.dtype, values), width: t.dtype === "F32" ? 4 : t.dtype === "F16" ? 2 : 8 });
     storageOf.set(name, { key, dtype: t.dtype, numel: storageNumel });
     items.push([name, tensorObj(t.dtype, key, storageNumel, offset, t.shape, stride)]);
   }
@@ -427,7 +427,13 @@ export function serializeTorchBin(file: string, tensors: Record<string, WriterTe
   const pkl = p.dump(root);
 
   const records: Record_[] = [{ name: `${archive}/data.pkl`, data: pkl }];
-  if (opts.byteorder) records.push({ name: `${archive}/byteorder`, data: Buffer.from("little") });
+  if (opts.byteorder) records.push({ name: `${archive}/byteorder`, data: Buffer.from(opts.byteorder) });
+  if (opts.byteorder === "big") {
+    for (const s of storages) {
+      const w = s.bytes.length === 0 ? 1 : s.width;
+      for (let i = 0; i < s.bytes.length; i += w) s.bytes.subarray(i, i + w).reverse();
+    }
+  }
   for (const s of [...storages].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) {
     records.push({ name: `${archive}/data/${s.key}`, data: s.bytes });
   }

@@ -154,7 +154,8 @@ describe("readTorchBin on files from the test writer", () => {
     ["OrderedDict with _metadata (BUILD)", { metadata: true }],
     ["protocol 4 (STACK_GLOBAL, MEMOIZE, SHORT_BINUNICODE, FRAME)", { protocol: 4, metadata: true }],
     ["nn.Parameter (_rebuild_parameter)", { parameters: true }],
-    ["byteorder record", { byteorder: true }],
+    ["byteorder record: little", { byteorder: "little" }],
+    ["byteorder record: big-endian storages", { byteorder: "big" }],
     ["DEFLATE entries", { deflate: true }],
     ["ZIP64 entries", { zip64Entries: true }],
   ];
@@ -254,6 +255,14 @@ describe("readTorchBin refuses what it must not load", () => {
     fs.writeFileSync(p, "hello world, not a checkpoint");
     expect(() => readTorchBin(p)).toThrow(`${p}: not a PyTorch zip checkpoint`);
     expect(() => readTorchBin(path.join(tmp, "nope.bin"))).toThrow(/nope.bin: file does not exist/);
+  });
+
+  it("a dict that contains itself", () => {
+    // EMPTY_DICT BINPUT 0, "a", BINGET 0, SETITEM, STOP: {"a": <itself>}
+    const pkl = Buffer.from([0x80, 0x02, 0x7d, 0x71, 0x00, 0x58, 1, 0, 0, 0, 0x61, 0x68, 0x00, 0x73, 0x2e]);
+    const p = path.join(tmp, "cycle.bin");
+    fs.writeFileSync(p, replaceDataPkl(serializeTorchBin(p, t), pkl));
+    expect(() => readTorchBin(p)).toThrow(`${p}: data.pkl: the dict at "a." contains itself`);
   });
 
   it("an opcode torch.save never writes: names the opcode and the file", () => {

@@ -346,6 +346,7 @@ function unpickle(bytes: Uint8Array, file: string, entry: string, persistentLoad
         if (shape.length !== strides.length) return fail(`tensor size [${shape}] and stride [${strides}] differ in length`);
         if (off < 0 || shape.some((d) => d < 0) || strides.some((s) => s < 0)) return fail(`tensor with negative size, stride or offset (size [${shape}], stride [${strides}], offset ${off})`);
         const numel = shape.reduce((a, b) => a * b, 1);
+        if (numel > 2 ** 32) return fail(`tensor of size [${shape}] has ${numel} elements, more than this reader supports`);
         if (numel > 0) {
           const last = off + shape.reduce((acc, d, i) => acc + (d - 1) * strides[i], 0);
           if (last >= storage.numel) {
@@ -455,7 +456,7 @@ function unpickle(bytes: Uint8Array, file: string, entry: string, persistentLoad
         const items = popMark();
         const list = top();
         if (!Array.isArray(list)) fail(`APPENDS to ${describe(list)} at byte ${at}`);
-        (list as Value[]).push(...items);
+        for (const v of items) (list as Value[]).push(v);
         break;
       }
       case 0x2e: { // STOP
@@ -645,13 +646,17 @@ export function readTorchBin(file: string): Map<string, RawTensor> {
     }
     // Flatten: {name: tensor} and nested dicts of tensors ({"state_dict": {...}} becomes "state_dict.<name>").
     const refs: [string, TensorRef][] = [];
+    const open = new Set<Dict>();
     const walk = (d: Dict, prefixKey: string) => {
+      if (open.has(d)) throw new TorchBinError(file, `data.pkl: the dict at "${prefixKey}" contains itself`);
+      open.add(d);
       for (const [k, v] of d.map) {
         const name = prefixKey + String(k);
         if (v instanceof TensorRef) refs.push([name, v]);
         else if (v instanceof Dict) walk(v, `${name}.`);
         else throw new TorchBinError(file, `"${name}" in the checkpoint is ${describe(v)}, not a tensor`);
       }
+      open.delete(d);
     };
     walk(root, "");
 

@@ -278,7 +278,7 @@ describe("DDPMScheduler: generator path", () => {
     expect(s.timesteps).toEqual(meta.timesteps);
     const gen = new Generator().manualSeed(0);
     const before = tf.memory().numTensors;
-    let image = tf.tidy(() => {
+    let image: tf.Tensor = tf.tidy(() => {
       const nchw = gen.randn([1, 3, 32, 32]);
       return nchwToNhwc(nchw);
     });
@@ -324,43 +324,44 @@ describe("DDPMScheduler: options", () => {
   });
 
   it("variance types: fixed_small(_log), fixed_large, learned(_range) with doubled channels; fixed_large_log refused", () => {
-    const x = mk(1), mo = mk(2), z = mk(3);
-    const res: Record<string, number> = {};
-    for (const vt of ["fixed_small", "fixed_small_log", "fixed_large"]) {
-      const s = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"), { variance_type: vt });
+    tf.tidy(() => {
+      const x = mk(1), mo = mk(2), z = mk(3);
+      const res: Record<string, number> = {};
+      for (const vt of ["fixed_small", "fixed_small_log", "fixed_large"]) {
+        const s = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"), { variance_type: vt });
+        s.setTimesteps(10);
+        const out = s.step(mo, 500, x, { noise: z });
+        const det = s.step(mo, 500, x, { noise: tf.zerosLike(z) });
+        // noise scale = std: (prev - mean) / z
+        res[vt] = tf.tidy(() => tf.div(tf.sub(out.prevSample, det.prevSample), z).mean().dataSync()[0]);
+        tf.dispose([out.prevSample, out.predOriginalSample, det.prevSample, det.predOriginalSample]);
+      }
+      const s = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"));
       s.setTimesteps(10);
-      const out = s.step(mo, 500, x, { noise: z });
-      const det = s.step(mo, 500, x, { noise: tf.zerosLike(z) });
-      // noise scale = std: (prev - mean) / z
-      res[vt] = tf.tidy(() => tf.div(tf.sub(out.prevSample, det.prevSample), z).mean().dataSync()[0]);
-      tf.dispose([out.prevSample, out.predOriginalSample, det.prevSample, det.predOriginalSample]);
-    }
-    const s = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"));
-    s.setTimesteps(10);
-    const a = s.alphasCumprod[500], ap = s.alphasCumprod[400];
-    const beta = 1 - a / ap;
-    const tilde = ((1 - ap) / (1 - a)) * beta;
-    expect(res.fixed_small).toBeCloseTo(Math.sqrt(tilde), 4);
-    expect(res.fixed_small_log).toBeCloseTo(Math.sqrt(tilde), 4);
-    expect(res.fixed_large).toBeCloseTo(Math.sqrt(beta), 4);
+      const a = s.alphasCumprod[500], ap = s.alphasCumprod[400];
+      const beta = 1 - a / ap;
+      const tilde = ((1 - ap) / (1 - a)) * beta;
+      expect(res.fixed_small).toBeCloseTo(Math.sqrt(tilde), 4);
+      expect(res.fixed_small_log).toBeCloseTo(Math.sqrt(tilde), 4);
+      expect(res.fixed_large).toBeCloseTo(Math.sqrt(beta), 4);
 
-    const pv = tf.fill(shape, 0.25);
-    const mo2 = tf.concat([mo, pv], 3);
-    const learned = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"), { variance_type: "learned" });
-    learned.setTimesteps(10);
-    const lo = learned.step(mo2, 500, x, { noise: z });
-    const ref = s.step(mo, 500, x, { noise: tf.zerosLike(z) });
-    expectClose(lo.prevSample, tf.add(ref.prevSample, tf.mul(z, 0.5)), 1e-5, 1e-5);
-    const range = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"), { variance_type: "learned_range" });
-    range.setTimesteps(10);
-    const pvr = tf.fill(shape, 1); // frac 1 -> max_log = log(beta)
-    const ro = range.step(tf.concat([mo, pvr], 3), 500, x, { noise: z });
-    expectClose(ro.prevSample, tf.add(ref.prevSample, tf.mul(z, Math.sqrt(beta))), 1e-5, 1e-5);
-    expect(() => learned.step(mo, 500, x, { noise: z })).toThrow(/twice the sample's channels/);
-    const fll = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"), { variance_type: "fixed_large_log" });
-    fll.setTimesteps(10);
-    expect(() => fll.step(mo, 500, x, { noise: z })).toThrow(/fixed_large_log/);
-    tf.disposeVariables();
+      const pv = tf.fill(shape, 0.25);
+      const mo2 = tf.concat([mo, pv], 3);
+      const learned = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"), { variance_type: "learned" });
+      learned.setTimesteps(10);
+      const lo = learned.step(mo2, 500, x, { noise: z });
+      const ref = s.step(mo, 500, x, { noise: tf.zerosLike(z) });
+      expectClose(lo.prevSample, tf.add(ref.prevSample, tf.mul(z, 0.5)), 1e-5, 1e-5);
+      const range = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"), { variance_type: "learned_range" });
+      range.setTimesteps(10);
+      const pvr = tf.fill(shape, 1); // frac 1 -> max_log = log(beta)
+      const ro = range.step(tf.concat([mo, pvr], 3), 500, x, { noise: z });
+      expectClose(ro.prevSample, tf.add(ref.prevSample, tf.mul(z, Math.sqrt(beta))), 1e-5, 1e-5);
+      expect(() => learned.step(mo, 500, x, { noise: z })).toThrow(/twice the sample's channels/);
+      const fll = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"), { variance_type: "fixed_large_log" });
+      fll.setTimesteps(10);
+      expect(() => fll.step(mo, 500, x, { noise: z })).toThrow(/fixed_large_log/);
+    });
   });
 
   it("thresholding: per-item quantile of |x_0| (torch linear interpolation), clamp to [1, max], divide", () => {

@@ -1,0 +1,126 @@
+// Attention (diffusers models/attention_processor.py, with its classic AttnProcessor):
+//   x  = group_norm(hidden)                       (when norm_num_groups is set)
+//   q = to_q(x), k = to_k(ctx), v = to_v(ctx)     ctx = encoder_hidden_states (cross-attention) or x (self)
+//   per head: softmax(q k^T * dim_head^-0.5) v    (Vaswani et al. 2017, eq. 1)
+//   out = to_out.0(concat heads)  (+ residual)  / rescale_output_factor
+// Images enter as NHWC [B, H, W, C]: its H*W pixels are the tokens, already [B, L, C] after a reshape.
+import * as tf from "@tensorflow/tfjs";
+import { Module, ModuleList } from "./module.js";
+import { GroupNorm, Linear } from "./layers.js";
+
+export interface AttentionOptions {
+  /** Channels of encoder_hidden_states; undefined for self-attention. */
+  crossAttentionDim?: number | null;
+  heads?: number;
+  dimHead?: number;
+  /** Bias on to_q / to_k / to_v. */
+  bias?: boolean;
+  upcastAttention?: boolean;
+  upcastSoftmax?: boolean;
+  normNumGroups?: number | null;
+  outBias?: boolean;
+  scaleQk?: boolean;
+  eps?: number;
+  rescaleOutputFactor?: number;
+  residualConnection?: boolean;
+  outDim?: number;
+}
+
+/**
+ * softmax(q k^T * scale) v for each (batch item, head), with q [B*Lq, heads*d], k and v [B*Lk, heads*d]
+ * (rows grouped by batch item, columns by head). Runs as 2-D matMuls per (batch, head): on wasm these use
+ * XNNPACK while a batched rank-3 matMul or a transposed operand falls back to a naive loop (~35x slower).
+ * The scale is applied to q (same product as torch's baddbmm alpha, on the smaller tensor).
+ * Returns [B*Lq, heads*d].
+ */
+export function scaledDotProductAttention(
+  q: tf.Tensor2D,
+  k: tf.Tensor2D,
+  v: tf.Tensor2D,
+  batch: number,
+  heads: number,
+  scale: number,
+): tf.Tensor2D {
+  return tf.tidy(() => {
+    const lq = q.shape[0] / batch;
+    const lk = k.shape[0] / batch;
+    const d = q.shape[1] / heads;
+    const dv = v.shape[1] / heads;
+    const qs = tf.mul(q, scale) as tf.Tensor2D;
+    const whole = batch === 1 && heads === 1;
+    const rows: tf.Tensor2D[] = [];
+    for (let b = 0; b < batch; b++) {
+      const outs: tf.Tensor2D[] = [];
+      for (let h = 0; h < heads; h++) {
+        const qh = whole ? qs : tf.slice(qs, [b * lq, h * d], [lq, d]);
+        const kh = whole ? k : tf.slice(k, [b * lk, h * d], [lk, d]);
+        const vh = whole ? v : tf.slice(v, [b * lk, h * dv], [lk, dv]);
+        const probs = tf.softmax(tf.matMul(qh, tf.transpose(kh))); // [lq, lk]
+        outs.push(tf.matMul(probs, vh)); // [lq, dv]
+      }
+      rows.push(outs.length === 1 ? outs[0] : tf.concat(outs, 1));
+    }
+    return rows.length === 1 ? rows[0] : tf.concat(rows, 0);
+  });
+}
+
+export class Attention extends Module {
+  readonly group_norm: GroupNorm | null;
+  readonly to_q: Linear;
+  readonly to_k: Linear;
+  readonly to_v: Linear;
+  readonly to_out: ModuleList<Linear>;
+  readonly heads: number;
+  readonly scale: number;
+  readonly queryDim: number;
+  private readonly residualConnection: boolean;
+  private readonly rescaleOutputFactor: number;
+
+  constructor(queryDim: number, o: AttentionOptions = {}) {
+    super();
+    const heads = o.heads ?? 8;
+    const dimHead = o.dimHead ?? 64;
+    const innerDim = o.outDim ?? dimHead * heads;
+    const crossDim = o.crossAttentionDim ?? queryDim;
+    const outDim = o.outDim ?? queryDim;
+    this.queryDim = queryDim;
+    this.heads = o.outDim !== undefined ? o.outDim / dimHead : heads;
+    this.scale = (o.scaleQk ?? true) ? dimHead ** -0.5 : 1;
+    this.residualConnection = o.residualConnection ?? false;
+    this.rescaleOutputFactor = o.rescaleOutputFactor ?? 1;
+    // upcast_attention / upcast_softmax compute in float32: everything here already is.
+
+    const groups = o.normNumGroups ?? null;
+    this.group_norm = this.addModule("group_norm", groups === null ? null : new GroupNorm(groups, queryDim, o.eps ?? 1e-5));
+    const bias = o.bias ?? false;
+    this.to_q = this.addModule("to_q", new Linear(queryDim, innerDim, bias));
+    this.to_k = this.addModule("to_k", new Linear(crossDim, innerDim, bias));
+    this.to_v = this.addModule("to_v", new Linear(crossDim, innerDim, bias));
+    // to_out = [Linear, Dropout]; the dropout (identity at inference) has no weights.
+    this.to_out = this.addModule("to_out", new ModuleList([new Linear(innerDim, outDim, o.outBias ?? true)]));
+  }
+
+  /**
+   * hiddenStates: NHWC [B, H, W, C] or tokens [B, L, C]; encoderHiddenStates [B, Lk, cross_attention_dim] for
+   * cross-attention. Returns the same shape as hiddenStates.
+   */
+  forward<T extends tf.Tensor3D | tf.Tensor4D>(hiddenStates: T, encoderHiddenStates?: tf.Tensor3D | null): T {
+    return tf.tidy(() => {
+      const residual = hiddenStates;
+      const batch = hiddenStates.shape[0];
+      const channels = hiddenStates.shape[hiddenStates.rank - 1];
+      let x: tf.Tensor = hiddenStates;
+      if (this.group_norm) x = this.group_norm.forward(x);
+      const tokens = tf.reshape(x, [-1, channels]) as tf.Tensor2D; // [B*L, C]
+      const context = encoderHiddenStates ? (tf.reshape(encoderHiddenStates, [-1, encoderHiddenStates.shape[2]]) as tf.Tensor2D) : tokens;
+      const q = this.to_q.forward(tokens);
+      const k = this.to_k.forward(context);
+      const v = this.to_v.forward(context);
+      const attn = scaledDotProductAttention(q, k, v, batch, this.heads, this.scale);
+      let out: tf.Tensor = tf.reshape(this.to_out.items[0].forward(attn), [...hiddenStates.shape.slice(0, -1), -1]);
+      if (this.residualConnection) out = tf.add(out, residual);
+      if (this.rescaleOutputFactor !== 1) out = tf.div(out, this.rescaleOutputFactor);
+      return out as T;
+    });
+  }
+}

@@ -1,0 +1,115 @@
+// ModelMixin (diffusers models/modeling_utils.py): the config + weights life cycle every model shares.
+//   fromPretrained: config.json -> build the module tree -> read diffusion_pytorch_model[.variant].safetensors
+//                   (else .bin) -> rename deprecated attention keys -> check every tensor -> convert once
+//   fromConfig:     build from a config dict with random or zero weights
+//   savePretrained: config.json + diffusion_pytorch_model[.variant].safetensors (torch layout, loadable by diffusers)
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { hubFileDownload, tryHubFile, type HubOptions } from "../hub/index.js";
+import { configToJson, readConfigFile, resolveConfig, type Config, type ConfigSpec } from "../io/config.js";
+import { readSafetensorsArrays, saveSafetensors, type RawTensor, type SaveDtype } from "../io/safetensors.js";
+import { readTorchBin } from "../io/torch-bin.js";
+import { convertDeprecatedAttentionBlocks } from "./convert-deprecated-attention.js";
+import { Module, type InitMode } from "./module.js";
+
+export const CONFIG_NAME = "config.json";
+export const WEIGHTS_NAME = "diffusion_pytorch_model.bin";
+export const SAFETENSORS_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors";
+
+export interface ModelLoadOptions extends HubOptions {
+  /** Loads diffusion_pytorch_model.<variant>.safetensors (e.g. "fp16"); float16 weights are upcast to float32. */
+  variant?: string;
+  /** false: only the .bin file; true: only .safetensors; default: .safetensors, else .bin. */
+  useSafetensors?: boolean;
+}
+
+export interface FromConfigOptions {
+  /** "random": weights ~ N(0, 1/fan_in), norms 1 / 0, biases 0; "zeros": every weight 0. Default "random". */
+  init?: InitMode;
+  /** Makes "random" reproducible. */
+  seed?: number;
+}
+
+/** A model class as the static helpers need it: its diffusers name, its config spec, its constructor. */
+export interface ModelClass<M extends ModelMixin> {
+  new (config: Record<string, unknown>): M;
+  readonly className: string;
+  readonly configSpec: ConfigSpec;
+}
+
+/** diffusers' _add_variant: "diffusion_pytorch_model.safetensors" + "fp16" -> "diffusion_pytorch_model.fp16.safetensors". */
+export function addVariant(weightsName: string, variant?: string): string {
+  if (!variant) return weightsName;
+  const parts = weightsName.split(".");
+  parts.splice(parts.length - 1, 0, variant);
+  return parts.join(".");
+}
+
+export abstract class ModelMixin extends Module {
+  /** The resolved config with the JSON's snake_case keys (diffusers' model.config). */
+  readonly config: Config;
+
+  protected constructor(className: string, spec: ConfigSpec, config: Record<string, unknown>) {
+    super();
+    this.config = resolveConfig(className, spec, config);
+  }
+
+  /** diffusers' from_config: a model with fresh weights (see FromConfigOptions). */
+  static fromConfig<M extends ModelMixin>(this: ModelClass<M>, config: Record<string, unknown>, opts: FromConfigOptions = {}): M {
+    const model = new this(config);
+    model.initWeights(opts.init ?? "random", opts.seed);
+    return model;
+  }
+
+  /**
+   * diffusers' from_pretrained: a Hub repo id ("google/ddpm-cat-256") or a local folder, with `subfolder`,
+   * `revision`, `variant`, `cacheDir`, `localFilesOnly`. Throws when a weight is missing, unexpected or
+   * shaped differently from what the config builds, naming the file and the tensors.
+   */
+  static async fromPretrained<M extends ModelMixin>(this: ModelClass<M>, idOrPath: string, opts: ModelLoadOptions = {}): Promise<M> {
+    const { variant, useSafetensors, ...hub } = opts;
+    const config = readConfigFile(await hubFileDownload(idOrPath, CONFIG_NAME, hub));
+    const candidates = [
+      ...(useSafetensors === false ? [] : [addVariant(SAFETENSORS_WEIGHTS_NAME, variant)]),
+      ...(useSafetensors === true ? [] : [addVariant(WEIGHTS_NAME, variant)]),
+    ];
+    let file: string | null = null;
+    for (const name of candidates) {
+      file = await tryHubFile(idOrPath, name, hub);
+      if (file !== null) break;
+    }
+    const where = `${idOrPath}${hub.subfolder ? ` (subfolder "${hub.subfolder}")` : ""}`;
+    if (file === null) {
+      throw new Error(
+        `${this.className}: ${where} has no weights file: looked for ${candidates.join(" and ")}.` +
+          (variant ? ` The variant "${variant}" may not exist for this model: try without variant.` : " Check the path / subfolder."),
+      );
+    }
+    const stateDict = convertDeprecatedAttentionBlocks(loadStateDictFile(file));
+    const model = new this(config);
+    try {
+      model.loadStateDict(stateDict, file);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+    return model;
+  }
+
+  /** Writes config.json and the weights (diffusers' save_pretrained with safe_serialization). */
+  savePretrained(dir: string, opts: { variant?: string; dtype?: SaveDtype } = {}): void {
+    fs.mkdirSync(dir, { recursive: true });
+    const className = (this.constructor as unknown as ModelClass<ModelMixin>).className;
+    fs.writeFileSync(path.join(dir, CONFIG_NAME), configToJson(className, this.config));
+    const tensors: Record<string, RawTensor> = Object.fromEntries(this.stateDict());
+    saveSafetensors(path.join(dir, addVariant(SAFETENSORS_WEIGHTS_NAME, opts.variant)), tensors, {
+      metadata: { format: "pt" },
+      dtype: opts.dtype,
+    });
+  }
+}
+
+/** diffusers' load_state_dict: safetensors or a torch.save .bin, as plain typed arrays in torch layout. */
+export function loadStateDictFile(file: string): Map<string, RawTensor> {
+  return file.endsWith(".safetensors") ? readSafetensorsArrays(file).tensors : readTorchBin(file);
+}

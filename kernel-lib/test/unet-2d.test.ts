@@ -197,6 +197,48 @@ describe("UNet2DModel loading", () => {
   });
 });
 
+describe("UNet2DModel options", () => {
+  it("runs scale_shift ResNets, resnet up/downsamplers, several heads, class labels, no mid attention", () => {
+    const before = tf.memory().numTensors;
+    const m = UNet2DModel.fromConfig(
+      {
+        block_out_channels: [8, 16],
+        norm_num_groups: 4,
+        layers_per_block: 1,
+        down_block_types: ["AttnDownBlock2D", "DownBlock2D"],
+        up_block_types: ["AttnUpBlock2D", "UpBlock2D"],
+        attention_head_dim: 4,
+        resnet_time_scale_shift: "scale_shift",
+        downsample_type: "resnet",
+        upsample_type: "resnet",
+        center_input_sample: true,
+        num_class_embeds: 3,
+        add_attention: false,
+      },
+      { init: "random", seed: 5 },
+    );
+    const names = m.namedParameters().map(([n]) => n);
+    expect(names).toContain("down_blocks.0.downsamplers.0.norm1.weight"); // a ResNet with down=True
+    expect(names).toContain("up_blocks.0.upsamplers.0.conv2.weight"); // a ResNet with up=True
+    expect(names).toContain("class_embedding.weight");
+    expect(names.some((n) => n.startsWith("mid_block.attentions"))).toBe(false);
+    const proj = m.namedParameters().find(([n]) => n === "down_blocks.0.resnets.0.time_emb_proj.weight")![1];
+    expect(proj.torchShape).toEqual([16, 32]); // scale and shift: 2 * out_channels
+    const attn = (m.down_blocks.items[0] as unknown as { attentions: { items: { heads: number }[] } }).attentions.items[0];
+    expect(attn.heads).toBe(2); // 8 channels / head dim 4
+    const x = tf.randomUniform([2, 8, 8, 3], 0, 1, "float32", 7) as tf.Tensor4D;
+    const inner = tf.memory().numTensors;
+    const y = m.forward(x, [3, 700], { classLabels: [0, 2] }).sample;
+    expect(tf.memory().numTensors).toBe(inner + 1);
+    expect(y.shape).toEqual([2, 8, 8, 3]);
+    expect(tf.tidy(() => tf.all(tf.isFinite(y)).dataSync()[0])).toBe(1);
+    expect(() => m.forward(x, 1)).toThrow(/class_labels should be provided/);
+    tf.dispose([x, y]);
+    m.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
 describe("UNet2DModel errors", () => {
   it("names an unknown block type and lists the supported ones", async () => {
     const dir = tinyCopy("foo-block", { config: (c) => ((c.down_block_types as string[])[1] = "FooBlock2D") });

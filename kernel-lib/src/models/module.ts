@@ -60,7 +60,7 @@ export class Parameter {
     if (value.shape.join() !== this.shape.join()) {
       throw new Error(`parameter shape is [${this.shape}] but the new value has shape [${value.shape}]`);
     }
-    const v = tf.variable(value.dtype === "float32" ? value : tf.cast(value, "float32"), true);
+    const v = tf.tidy(() => tf.variable(value.dtype === "float32" ? value : tf.cast(value, "float32"), true));
     this.variable?.dispose();
     this.variable = v;
   }

@@ -218,6 +218,7 @@ describe("text cleaning (ftfy subset, basic)", () => {
     expect(unescapeHtml("a &amp; b &lt;3 &eacute; &EACUTE; &#65;&#x42;")).toBe("a & b <3 é É AB");
     expect(unescapeHtml("this&not that &amp &#59; &#12abc; &bogus;")).toBe("this&not that &amp &#59; &#12abc; &bogus;");
     expect(unescapeHtml("&#128; &#0; &#x110000;")).toBe("€ \ufffd \ufffd");
+    expect(unescapeHtml("P&EACUTE;REZ BUNDESSTRA&SZLIG;E &ntilde; &Ntilde; &NTILDE; &nTILDE; &LT;")).toBe("PÉREZ BUNDESSTRASSE ñ Ñ Ñ &nTILDE; <");
     // fix_text repeats until stable, so double escapes unescape fully; a line with "<" stops it
     expect(fixText("&amp;lt;")).toBe("<");
     expect(fixText("&amp; <b>\n&amp;")).toBe("&amp; <b>\n&amp;");

@@ -430,7 +430,9 @@ export class CLIPTokenizer {
   }
 
   private convertTokenToId(token: string): number {
-    return this.addedEncoder.get(token) ?? this.encoder.get(token) ?? this.encoder.get(this.unkToken) ?? this.addedEncoder.get(this.unkToken)!;
+    const id = this.addedEncoder.get(token) ?? this.encoder.get(token) ?? this.encoder.get(this.unkToken);
+    if (id === undefined) throw new Error(`Token ${JSON.stringify(token)} is not in the vocabulary, nor is the unk token.`);
+    return id;
   }
 
   /** _add_tokens: an existing vocab entry keeps its id, a new token gets the next free id. */

@@ -1,0 +1,640 @@
+// DPMSolverMultistepScheduler, as diffusers 0.27.2 scheduling_dpmsolver_multistep.py:
+// multistep DPM-Solver (Lu et al. 2022, "DPM-Solver", noise-prediction form) and DPM-Solver++
+// (Lu et al. 2022, "DPM-Solver++", data-prediction form), orders 1-3, plus their SDE variants.
+// Everything is written in the half-log-SNR lambda = log(alpha_t / sigma_t); h = lambda_t - lambda_s.
+//
+// Numerics follow diffusers: the train sigmas and Karras / Lu schedules are numpy (float64 ramps,
+// float32 tables), every step coefficient is a float32 torch scalar, and tensors are float32.
+// The history of converted model outputs is kept between steps (and released after the last one,
+// on setTimesteps, or by dispose()).
+import * as tf from "@tensorflow/tfjs";
+import { type Config, ConfigError, type ConfigSpec, oneOf } from "../io/config.js";
+import {
+  type BetaSchedule,
+  KarrasDiffusionSchedulers,
+  type NoiseOptions,
+  PREDICTION_TYPES,
+  type PredictionType,
+  SchedulerMixin,
+  type SchedulerOutput,
+  TIMESTEP_SPACINGS,
+  type Timestep,
+  type TimestepSpacing,
+  alphasFromBetas,
+  betasFromConfig,
+  channelAxis,
+  checkRange,
+  checkShape,
+  cumprodF32,
+  npArange,
+  npLinspace,
+  registerScheduler,
+  roundHalfEven,
+  stepNoise,
+  thresholdSample,
+  timestepList,
+  timestepValue,
+} from "./scheduling-utils.js";
+
+const f32 = Math.fround;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared with the other sigma-based multistep schedulers (UniPC imports them)
+
+/** Beta schedules of the multistep solvers (no "sigmoid"). */
+export const MULTISTEP_BETA_SCHEDULES: readonly BetaSchedule[] = ["linear", "scaled_linear", "squaredcos_cap_v2"];
+
+/** sigma = sqrt((1 - abar) / abar) per train step, float32 as torch. */
+export function trainSigmas(alphasCumprod: Float32Array): Float32Array {
+  const out = new Float32Array(alphasCumprod.length);
+  for (let i = 0; i < out.length; i++) out[i] = Math.sqrt(f32(f32(1 - alphasCumprod[i]) / alphasCumprod[i]));
+  return out;
+}
+
+/** VP parameterisation of a sigma: alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t (float32). */
+export function sigmaToAlphaSigmaT(sigma: number): [number, number] {
+  const a = f32(1 / f32(Math.sqrt(f32(f32(sigma * sigma) + 1))));
+  return [a, f32(sigma * a)];
+}
+
+/** Half-log-SNR lambda = log(alpha_t) - log(sigma_t), float32 (+inf at sigma 0). */
+export function lambdaOf(alphaT: number, sigmaT: number): number {
+  return f32(f32(Math.log(alphaT)) - f32(Math.log(sigmaT)));
+}
+
+/**
+ * Integer timesteps of the multistep solvers for n steps, largest first (Lin et al. 2023 Table 2):
+ *   linspace: round(linspace(0, last-1, n+1)) reversed, minus the final 0;
+ *   leading:  arange(n+1) * (last // (n+1)) reversed, minus the final 0, + steps_offset;
+ *   trailing: round(arange(start, 0, -T/n)) - 1.
+ */
+export function multistepTimesteps(
+  className: string,
+  spacing: string,
+  lastTimestep: number,
+  trailingStart: number,
+  numTrainTimesteps: number,
+  n: number,
+  stepsOffset: number,
+): number[] {
+  if (spacing === "linspace") return npLinspace(0, lastTimestep - 1, n + 1).map(roundHalfEven).reverse().slice(0, n);
+  if (spacing === "leading") {
+    const ratio = Math.floor(lastTimestep / (n + 1));
+    const out: number[] = [];
+    for (let i = n; i >= 1; i--) out.push(i * ratio + stepsOffset);
+    return out;
+  }
+  if (spacing === "trailing") return npArange(trailingStart, 0, -(numTrainTimesteps / n)).map((x) => roundHalfEven(x) - 1);
+  throw new ConfigError(
+    `${className}: config "timestep_spacing" is ${JSON.stringify(spacing)}; supported: ${TIMESTEP_SPACINGS.map((s) => JSON.stringify(s)).join(", ")}`,
+  );
+}
+
+/**
+ * Karras et al. 2022 eq. 5 noise levels (rho = 7): (max^(1/rho) + ramp (min^(1/rho) - max^(1/rho)))^rho,
+ * ramp = linspace(0, 1, n), float64 as numpy.
+ */
+export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number): number[] {
+  const rho = 7.0;
+  const minInv = sigmaMin ** (1 / rho);
+  const maxInv = sigmaMax ** (1 / rho);
+  return npLinspace(0, 1, n).map((r) => (maxInv + r * (minInv - maxInv)) ** rho);
+}
+
+/**
+ * Fractional train timestep of `sigma` by linear interpolation in log sigma (diffusers `_sigma_to_t`,
+ * with numpy 1.x's float32 arithmetic for the interpolation weight).
+ */
+export function sigmaToT(sigma: number, logSigmas: Float32Array): number {
+  const ls = f32(Math.log(Math.max(sigma, 1e-10)));
+  const n = logSigmas.length;
+  let count = 0;
+  for (let i = 0; i < n; i++) if (ls >= logSigmas[i]) count = i + 1;
+  const low = Math.min(Math.max(count - 1, 0), n - 2);
+  const high = low + 1;
+  let w = f32(f32(logSigmas[low] - ls) / f32(logSigmas[low] - logSigmas[high]));
+  w = Math.min(Math.max(w, 0), 1);
+  return f32(1 - w) * low + w * high;
+}
+
+/** diffusers `index_for_timestep`: the second match when the timestep repeats, the last index when absent. */
+export function indexForTimestep(timesteps: readonly number[], t: number): number {
+  const hits: number[] = [];
+  for (let i = 0; i < timesteps.length && hits.length < 2; i++) if (timesteps[i] === t) hits.push(i);
+  if (hits.length === 0) return timesteps.length - 1;
+  return hits.length > 1 ? hits[1] : hits[0];
+}
+
+/** Per-batch-item noising with sigmas (the multistep schedulers' add_noise): alpha_t x_0 + sigma_t eps. */
+export function addNoiseWithSigmas(
+  className: string,
+  sched: { timesteps: number[]; sigmas: Float32Array; beginIndex: number | null; stepIndex: number | null },
+  originalSamples: tf.Tensor,
+  noise: tf.Tensor,
+  timesteps: number | number[] | tf.Tensor,
+): tf.Tensor {
+  const ts = timestepList(`${className}.addNoise`, timesteps, Number.MAX_SAFE_INTEGER);
+  let idx: number[];
+  if (sched.beginIndex === null) idx = ts.map((t) => indexForTimestep(sched.timesteps, t));
+  else if (sched.stepIndex !== null) idx = ts.map(() => sched.stepIndex as number);
+  else idx = ts.map(() => sched.beginIndex as number);
+  const shape = originalSamples.shape;
+  if (idx.length !== 1 && idx.length !== shape[0]) {
+    throw new RangeError(`${className}.addNoise: ${idx.length} timesteps for a batch of ${shape[0]}; pass one per batch item (or one for all)`);
+  }
+  checkShape(`${className}.addNoise: noise`, noise, shape);
+  const as = idx.map((i) => sigmaToAlphaSigmaT(sched.sigmas[i]));
+  const bshape = [idx.length, ...shape.slice(1).map(() => 1)];
+  return tf.tidy(() =>
+    tf.add(
+      tf.mul(tf.tensor(as.map((p) => p[0]), bshape, "float32"), originalSamples),
+      tf.mul(tf.tensor(as.map((p) => p[1]), bshape, "float32"), noise),
+    ),
+  );
+}
+
+/** Reads a `lambda_min_clipped` config value: a number, "-inf"/"inf" strings (Python's float repr), null = -inf. */
+export function parseLambdaMinClipped(className: string, v: unknown): number {
+  if (v === null || v === undefined) return -Infinity;
+  if (typeof v === "number" && !Number.isNaN(v)) return v;
+  if (typeof v === "string") {
+    const s = v.trim().toLowerCase();
+    if (s === "-inf" || s === "-infinity") return -Infinity;
+    if (s === "inf" || s === "infinity" || s === "+inf") return Infinity;
+    const x = Number(s);
+    if (s !== "" && !Number.isNaN(x)) return x;
+  }
+  throw new ConfigError(`${className}: config "lambda_min_clipped" is ${JSON.stringify(v)}; expected a number (or "-inf")`);
+}
+
+/** Replaces config values after construction, as diffusers' `register_to_config` does inside `__init__`. */
+export function registerToConfig(scheduler: SchedulerMixin, updates: Record<string, unknown>): void {
+  (scheduler as unknown as { config: Readonly<Config> }).config = Object.freeze({ ...scheduler.config, ...updates });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export const DPM_ALGORITHM_TYPES = ["dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver"] as const;
+export type DPMAlgorithmType = (typeof DPM_ALGORITHM_TYPES)[number];
+export const DPM_SOLVER_TYPES = ["midpoint", "heun"] as const;
+export type DPMSolverType = (typeof DPM_SOLVER_TYPES)[number];
+export const DPM_FINAL_SIGMAS_TYPES = ["zero", "sigma_min"] as const;
+export type DPMFinalSigmasType = (typeof DPM_FINAL_SIGMAS_TYPES)[number];
+
+/** DPMSolverMultistepScheduler's config (diffusers' `__init__` arguments). */
+export interface DPMSolverMultistepSchedulerConfig extends Config {
+  num_train_timesteps: number;
+  beta_start: number;
+  beta_end: number;
+  beta_schedule: BetaSchedule;
+  trained_betas: number[] | null;
+  solver_order: number;
+  prediction_type: PredictionType;
+  thresholding: boolean;
+  dynamic_thresholding_ratio: number;
+  sample_max_value: number;
+  algorithm_type: DPMAlgorithmType;
+  solver_type: DPMSolverType;
+  lower_order_final: boolean;
+  euler_at_final: boolean;
+  use_karras_sigmas: boolean | null;
+  use_lu_lambdas: boolean | null;
+  final_sigmas_type: DPMFinalSigmasType;
+  /** Python's -inf; JSON has no infinity, so "-inf" strings and null are read as -inf. */
+  lambda_min_clipped: number | string | null;
+  variance_type: "learned" | "learned_range" | string | null;
+  timestep_spacing: TimestepSpacing;
+  steps_offset: number;
+  rescale_betas_zero_snr: boolean;
+}
+
+export interface DPMSolverMultistepStepOptions extends NoiseOptions {
+  /** diffusers' `variance_noise`: the SDE noise itself, in the sample's layout (same as `noise`). */
+  varianceNoise?: tf.Tensor;
+}
+
+export class DPMSolverMultistepScheduler extends SchedulerMixin {
+  static override readonly className: string = "DPMSolverMultistepScheduler";
+  static override readonly compatibles: readonly string[] = KarrasDiffusionSchedulers;
+  static override readonly configSpec: ConfigSpec = {
+    defaults: {
+      num_train_timesteps: 1000,
+      beta_start: 0.0001,
+      beta_end: 0.02,
+      beta_schedule: "linear",
+      trained_betas: null,
+      solver_order: 2,
+      prediction_type: "epsilon",
+      thresholding: false,
+      dynamic_thresholding_ratio: 0.995,
+      sample_max_value: 1.0,
+      algorithm_type: "dpmsolver++",
+      solver_type: "midpoint",
+      lower_order_final: true,
+      euler_at_final: false,
+      use_karras_sigmas: false,
+      use_lu_lambdas: false,
+      final_sigmas_type: "zero",
+      lambda_min_clipped: -Infinity,
+      variance_type: null,
+      timestep_spacing: "linspace",
+      steps_offset: 0,
+      rescale_betas_zero_snr: false,
+    },
+    types: {
+      num_train_timesteps: "integer",
+      trained_betas: "array|null",
+      solver_order: "integer",
+      steps_offset: "integer",
+      use_karras_sigmas: "boolean|null",
+      use_lu_lambdas: "boolean|null",
+      final_sigmas_type: "string|null",
+      lambda_min_clipped: "number|string|null",
+      variance_type: "string|null",
+    },
+  };
+
+  declare readonly config: Readonly<DPMSolverMultistepSchedulerConfig>;
+  readonly betas: Float32Array;
+  readonly alphas: Float32Array;
+  /** alpha-bar_t (the last one is 2^-24 with rescale_betas_zero_snr, so sigma_max stays finite). */
+  readonly alphasCumprod: Float32Array;
+  /** sqrt(abar), sqrt(1 - abar) and their log ratio per train step (float32). */
+  readonly alphaT: Float32Array;
+  readonly sigmaT: Float32Array;
+  readonly lambdaT: Float32Array;
+  /** sigma per inference step plus the final sigma (length n+1 after setTimesteps; train sigmas before). */
+  sigmas: Float32Array;
+  /** Converted model outputs (x_0 for ++, epsilon otherwise) of the last `solver_order` steps, oldest first. */
+  modelOutputs: (tf.Tensor | null)[];
+  lowerOrderNums = 0;
+  private _stepIndex: number | null = null;
+  private _beginIndex: number | null = null;
+
+  constructor(config: Partial<DPMSolverMultistepSchedulerConfig> | Record<string, unknown> = {}) {
+    super(config);
+    const name = DPMSolverMultistepScheduler.className;
+    const c = this.config;
+    oneOf(name, c, "prediction_type", PREDICTION_TYPES);
+    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
+    if (c.thresholding) checkRange(name, c, "dynamic_thresholding_ratio", 0, 1);
+    if (!(c.solver_order >= 1 && c.solver_order <= 3)) {
+      throw new ConfigError(`${name}: config "solver_order" is ${c.solver_order}; supported: 1, 2, 3`);
+    }
+    parseLambdaMinClipped(name, c.lambda_min_clipped);
+    this.betas = betasFromConfig(name, c, MULTISTEP_BETA_SCHEDULES);
+    this.alphas = alphasFromBetas(this.betas);
+    this.alphasCumprod = cumprodF32(this.alphas);
+    // zero terminal SNR: keep the last abar just above 0 (the fp16 smallest subnormal) so sigma is finite
+    if (c.rescale_betas_zero_snr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
+    const T = this.alphasCumprod.length;
+    this.alphaT = new Float32Array(T);
+    this.sigmaT = new Float32Array(T);
+    this.lambdaT = new Float32Array(T);
+    for (let i = 0; i < T; i++) {
+      this.alphaT[i] = Math.sqrt(this.alphasCumprod[i]);
+      this.sigmaT[i] = Math.sqrt(f32(1 - this.alphasCumprod[i]));
+      this.lambdaT[i] = lambdaOf(this.alphaT[i], this.sigmaT[i]);
+    }
+    this.sigmas = trainSigmas(this.alphasCumprod);
+    this.initNoiseSigma = 1.0;
+    this.order = 1;
+
+    // diffusers' config migrations: "deis" runs as dpmsolver++, UniPC / DEIS solver types as midpoint
+    const algo = c.algorithm_type as string;
+    if (!(DPM_ALGORITHM_TYPES as readonly string[]).includes(algo)) {
+      if (algo === "deis") registerToConfig(this, { algorithm_type: "dpmsolver++" });
+      else oneOf(name, c, "algorithm_type", DPM_ALGORITHM_TYPES);
+    }
+    const solver = c.solver_type as string;
+    if (!(DPM_SOLVER_TYPES as readonly string[]).includes(solver)) {
+      if (["logrho", "bh1", "bh2"].includes(solver)) registerToConfig(this, { solver_type: "midpoint" });
+      else oneOf(name, c, "solver_type", DPM_SOLVER_TYPES);
+    }
+    // (diffusers checks the algorithm_type as given, so a "deis" config also needs "sigma_min")
+    if (algo !== "dpmsolver++" && algo !== "sde-dpmsolver++" && c.final_sigmas_type === "zero") {
+      throw new ConfigError(
+        `${name}: final_sigmas_type "zero" is not supported for algorithm_type ${JSON.stringify(algo)}; set final_sigmas_type "sigma_min"`,
+      );
+    }
+    oneOf(name, c, "final_sigmas_type", DPM_FINAL_SIGMAS_TYPES);
+
+    this.timesteps = Array.from({ length: T }, (_, i) => T - 1 - i);
+    this.modelOutputs = new Array(c.solver_order).fill(null);
+  }
+
+  /** Index of the current timestep in `timesteps` (null before the first step). */
+  get stepIndex(): number | null {
+    return this._stepIndex;
+  }
+
+  /** First index, when a pipeline starts mid-schedule (img2img); null otherwise. */
+  get beginIndex(): number | null {
+    return this._beginIndex;
+  }
+
+  /** diffusers `set_begin_index`: run before the first step when starting at timesteps[beginIndex]. */
+  setBeginIndex(beginIndex = 0): void {
+    this._beginIndex = beginIndex;
+  }
+
+  /**
+   * Timesteps per `timestep_spacing` (or along Karras / uniform-lambda sigmas), and the sigma table
+   * with its final entry (0 or sigma_min). Resets the solver history.
+   */
+  setTimesteps(numInferenceSteps: number): void {
+    const name = DPMSolverMultistepScheduler.className;
+    const c = this.config;
+    const n = numInferenceSteps;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
+      throw new RangeError(`${name}.setTimesteps: num_inference_steps must be an integer >= 1, got ${String(n)}`);
+    }
+    const T = c.num_train_timesteps;
+    // clip lambda(t) from below (needed by the cosine schedule): searchsorted on the flipped lambdas
+    const lambdaMin = parseLambdaMinClipped(name, c.lambda_min_clipped);
+    let clipped = 0;
+    for (let i = this.lambdaT.length - 1; i >= 0 && this.lambdaT[i] < lambdaMin; i--) clipped++;
+    const last = T - clipped;
+    let timesteps = multistepTimesteps(name, c.timestep_spacing, last, last, T, n, c.steps_offset);
+
+    const train = trainSigmas(this.alphasCumprod);
+    const logSigmas = train.map((s) => Math.log(s));
+    let sig: number[];
+    if (c.use_karras_sigmas) {
+      // diffusers reads sigma_min / sigma_max from the config when such keys exist (e.g. an EDM config)
+      const lo = typeof c.sigma_min === "number" ? c.sigma_min : train[0];
+      const hi = typeof c.sigma_max === "number" ? c.sigma_max : train[train.length - 1];
+      sig = karrasSigmas(lo, hi, n);
+      timesteps = sig.map((s) => roundHalfEven(sigmaToT(s, logSigmas)));
+    } else if (c.use_lu_lambdas) {
+      // Lu et al. 2022: uniform steps in log sigma (= -lambda up to the alpha factor)
+      const lmin = logSigmas[0];
+      const lmax = logSigmas[logSigmas.length - 1];
+      sig = npLinspace(0, 1, n).map((r) => Math.exp(lmax + r * (lmin - lmax)));
+      timesteps = sig.map((s) => roundHalfEven(sigmaToT(s, logSigmas)));
+    } else {
+      sig = timesteps.map((t) => train[Math.min(Math.max(t, 0), train.length - 1)]); // np.interp at integer points
+    }
+    const sigmaLast = c.final_sigmas_type === "sigma_min" ? train[0] : 0;
+    this.sigmas = Float32Array.from([...sig, sigmaLast]);
+    this.timesteps = timesteps;
+    this.numInferenceSteps = timesteps.length;
+    this.releaseHistory();
+    this.modelOutputs = new Array(c.solver_order).fill(null);
+    this.lowerOrderNums = 0;
+    this._stepIndex = null;
+    this._beginIndex = null;
+  }
+
+  /** Frees the kept model outputs (the scheduler stays usable; the next step starts a fresh history). */
+  dispose(): void {
+    this.releaseHistory();
+    this.lowerOrderNums = 0;
+  }
+
+  private releaseHistory(): void {
+    for (let i = 0; i < this.modelOutputs.length; i++) {
+      this.modelOutputs[i]?.dispose();
+      this.modelOutputs[i] = null;
+    }
+  }
+
+  /** diffusers `index_for_timestep` on the current schedule. */
+  indexForTimestep(timestep: Timestep, scheduleTimesteps: readonly number[] = this.timesteps): number {
+    return indexForTimestep(scheduleTimesteps, timestepValue(timestep, `${DPMSolverMultistepScheduler.className}.indexForTimestep`));
+  }
+
+  /**
+   * The model output converted to what the solver integrates: x_0 (DPM-Solver++, data prediction) or
+   * epsilon (DPM-Solver, noise prediction), at the current step's sigma. New tensor.
+   */
+  convertModelOutput(modelOutput: tf.Tensor, sample: tf.Tensor): tf.Tensor {
+    const c = this.config;
+    const [alphaT, sigmaT] = sigmaToAlphaSigmaT(this.sigmas[this._stepIndex as number]);
+    const learned = c.variance_type === "learned" || c.variance_type === "learned_range";
+    // only the "mean" channels of a learned-variance output (diffusers takes channels :3)
+    const mean = (x: tf.Tensor) => {
+      const ax = channelAxis(x);
+      return tf.slice(x, x.shape.map(() => 0), x.shape.map((d, i) => (i === ax ? Math.min(3, d) : -1)));
+    };
+    return tf.tidy(() => {
+      if (c.algorithm_type === "dpmsolver++" || c.algorithm_type === "sde-dpmsolver++") {
+        let x0: tf.Tensor;
+        if (c.prediction_type === "epsilon") {
+          const eps = learned ? mean(modelOutput) : modelOutput;
+          x0 = tf.div(tf.sub(sample, tf.mul(eps, sigmaT)), alphaT);
+        } else if (c.prediction_type === "sample") {
+          x0 = tf.clone(modelOutput);
+        } else {
+          x0 = tf.sub(tf.mul(sample, alphaT), tf.mul(modelOutput, sigmaT));
+        }
+        if (c.thresholding) x0 = thresholdSample(x0, c.dynamic_thresholding_ratio, c.sample_max_value);
+        return x0;
+      }
+      let eps: tf.Tensor;
+      if (c.prediction_type === "epsilon") eps = learned ? mean(modelOutput) : tf.clone(modelOutput);
+      else if (c.prediction_type === "sample") eps = tf.div(tf.sub(sample, tf.mul(modelOutput, alphaT)), sigmaT);
+      else eps = tf.add(tf.mul(modelOutput, alphaT), tf.mul(sample, sigmaT));
+      if (c.thresholding) {
+        const x0 = thresholdSample(tf.div(tf.sub(sample, tf.mul(eps, sigmaT)), alphaT), c.dynamic_thresholding_ratio, c.sample_max_value);
+        eps = tf.div(tf.sub(sample, tf.mul(x0, alphaT)), sigmaT);
+      }
+      return eps;
+    });
+  }
+
+  /** alpha, sigma and lambda at sigmas[i]. */
+  private at(i: number): { a: number; s: number; l: number } {
+    const [a, s] = sigmaToAlphaSigmaT(this.sigmas[i]);
+    return { a, s, l: lambdaOf(a, s) };
+  }
+
+  /** First-order update (= DDIM for ++; Lu et al. DPM-Solver-1 eq. 3.7 / DPM-Solver++ eq. 5 family). */
+  private firstOrder(m0: tf.Tensor, sample: tf.Tensor, noise: tf.Tensor | null): tf.Tensor {
+    const k = this._stepIndex as number;
+    const t = this.at(k + 1);
+    const s = this.at(k);
+    const h = f32(t.l - s.l);
+    const algo = this.config.algorithm_type;
+    return tf.tidy(() => {
+      if (algo === "dpmsolver++") {
+        // x_t = (sigma_t/sigma_s) x - alpha_t (e^{-h} - 1) x0
+        return tf.sub(tf.mul(sample, f32(t.s / s.s)), tf.mul(m0, f32(t.a * f32(f32(Math.exp(-h)) - 1))));
+      }
+      if (algo === "dpmsolver") {
+        // x_t = (alpha_t/alpha_s) x - sigma_t (e^{h} - 1) eps
+        return tf.sub(tf.mul(sample, f32(t.a / s.a)), tf.mul(m0, f32(t.s * f32(f32(Math.exp(h)) - 1))));
+      }
+      const z = noise as tf.Tensor;
+      if (algo === "sde-dpmsolver++") {
+        // SDE-DPM-Solver++(1): x_t = (sigma_t/sigma_s) e^{-h} x + alpha_t (1 - e^{-2h}) x0 + sigma_t sqrt(1 - e^{-2h}) z
+        const e2 = f32(Math.exp(f32(-2 * h)));
+        return tf.add(
+          tf.add(tf.mul(sample, f32(f32(t.s / s.s) * f32(Math.exp(-h)))), tf.mul(m0, f32(t.a * f32(1 - e2)))),
+          tf.mul(z, f32(t.s * f32(Math.sqrt(f32(1 - e2))))),
+        );
+      }
+      // SDE-DPM-Solver-1: x_t = (alpha_t/alpha_s) x - 2 sigma_t (e^h - 1) eps + sigma_t sqrt(e^{2h} - 1) z
+      return tf.add(
+        tf.sub(tf.mul(sample, f32(t.a / s.a)), tf.mul(m0, f32(2 * f32(t.s * f32(f32(Math.exp(h)) - 1))))),
+        tf.mul(z, f32(t.s * f32(Math.sqrt(f32(f32(Math.exp(f32(2 * h))) - 1))))),
+      );
+    });
+  }
+
+  /** Second-order multistep update (DPM-Solver++(2M), Lu et al. 2022 "DPM-Solver++" Algorithm 2; heun / SDE variants). */
+  private secondOrder(sample: tf.Tensor, noise: tf.Tensor | null): tf.Tensor {
+    const k = this._stepIndex as number;
+    const t = this.at(k + 1);
+    const s0 = this.at(k);
+    const s1 = this.at(k - 1);
+    const n = this.modelOutputs.length;
+    const m0 = this.modelOutputs[n - 1] as tf.Tensor;
+    const m1 = this.modelOutputs[n - 2] as tf.Tensor;
+    const h = f32(t.l - s0.l);
+    const h0 = f32(s0.l - s1.l);
+    const r0 = f32(h0 / h);
+    const { algorithm_type: algo, solver_type: solver } = this.config;
+    const emh = f32(Math.exp(-h));
+    const eh = f32(Math.exp(h));
+    return tf.tidy(() => {
+      // D0 = m0, D1 = (m0 - m1) / r0
+      const D1 = tf.mul(tf.sub(m0, m1), f32(1 / r0));
+      if (algo === "dpmsolver++") {
+        const c0 = f32(t.a * f32(emh - 1));
+        const c1 = solver === "midpoint" ? f32(0.5 * c0) : f32(t.a * f32(f32(f32(emh - 1) / h) + 1));
+        const x = tf.sub(tf.mul(sample, f32(t.s / s0.s)), tf.mul(m0, c0));
+        return solver === "midpoint" ? tf.sub(x, tf.mul(D1, c1)) : tf.add(x, tf.mul(D1, c1));
+      }
+      if (algo === "dpmsolver") {
+        const c0 = f32(t.s * f32(eh - 1));
+        const c1 = solver === "midpoint" ? f32(0.5 * c0) : f32(t.s * f32(f32(f32(eh - 1) / h) - 1));
+        return tf.sub(tf.sub(tf.mul(sample, f32(t.a / s0.a)), tf.mul(m0, c0)), tf.mul(D1, c1));
+      }
+      const z = noise as tf.Tensor;
+      if (algo === "sde-dpmsolver++") {
+        const e2 = f32(Math.exp(f32(-2 * h)));
+        const c0 = f32(t.a * f32(1 - e2));
+        const c1 = solver === "midpoint" ? f32(0.5 * c0) : f32(t.a * f32(f32(f32(1 - e2) / f32(-2 * h)) + 1));
+        const x = tf.add(tf.add(tf.mul(sample, f32(f32(t.s / s0.s) * emh)), tf.mul(m0, c0)), tf.mul(D1, c1));
+        return tf.add(x, tf.mul(z, f32(t.s * f32(Math.sqrt(f32(1 - e2))))));
+      }
+      // sde-dpmsolver
+      const c0 = f32(2 * f32(t.s * f32(eh - 1)));
+      const c1 = solver === "midpoint" ? f32(t.s * f32(eh - 1)) : f32(2 * f32(t.s * f32(f32(f32(eh - 1) / h) - 1)));
+      const x = tf.sub(tf.sub(tf.mul(sample, f32(t.a / s0.a)), tf.mul(m0, c0)), tf.mul(D1, c1));
+      return tf.add(x, tf.mul(z, f32(t.s * f32(Math.sqrt(f32(f32(Math.exp(f32(2 * h))) - 1))))));
+    });
+  }
+
+  /** Third-order multistep update (DPM-Solver++(3M) / DPM-Solver-3 multistep; ODE forms only). */
+  private thirdOrder(sample: tf.Tensor): tf.Tensor {
+    const name = DPMSolverMultistepScheduler.className;
+    const { algorithm_type: algo } = this.config;
+    if (algo !== "dpmsolver++" && algo !== "dpmsolver") {
+      // diffusers 0.27 has no third-order SDE branch (it fails with an unbound x_t here)
+      throw new Error(`${name}.step: algorithm_type ${JSON.stringify(algo)} has no third-order update; use solver_order 1 or 2`);
+    }
+    const k = this._stepIndex as number;
+    const t = this.at(k + 1);
+    const s0 = this.at(k);
+    const s1 = this.at(k - 1);
+    const s2 = this.at(k - 2);
+    const n = this.modelOutputs.length;
+    const m0 = this.modelOutputs[n - 1] as tf.Tensor;
+    const m1 = this.modelOutputs[n - 2] as tf.Tensor;
+    const m2 = this.modelOutputs[n - 3] as tf.Tensor;
+    const h = f32(t.l - s0.l);
+    const h0 = f32(s0.l - s1.l);
+    const h1 = f32(s1.l - s2.l);
+    const r0 = f32(h0 / h);
+    const r1 = f32(h1 / h);
+    const r01 = f32(r0 + r1);
+    return tf.tidy(() => {
+      const D10 = tf.mul(tf.sub(m0, m1), f32(1 / r0));
+      const D11 = tf.mul(tf.sub(m1, m2), f32(1 / r1));
+      const dd = tf.sub(D10, D11);
+      const D1 = tf.add(D10, tf.mul(dd, f32(r0 / r01)));
+      const D2 = tf.mul(dd, f32(1 / r01));
+      const hh = f32(h * h);
+      if (algo === "dpmsolver++") {
+        const em = f32(f32(Math.exp(-h)) - 1);
+        const c0 = f32(t.a * em);
+        const c1 = f32(t.a * f32(f32(em / h) + 1));
+        const c2 = f32(t.a * f32(f32(f32(em + h) / hh) - 0.5));
+        const x = tf.add(tf.sub(tf.mul(sample, f32(t.s / s0.s)), tf.mul(m0, c0)), tf.mul(D1, c1));
+        return tf.sub(x, tf.mul(D2, c2));
+      }
+      const ep = f32(f32(Math.exp(h)) - 1);
+      const c0 = f32(t.s * ep);
+      const c1 = f32(t.s * f32(f32(ep / h) - 1));
+      const c2 = f32(t.s * f32(f32(f32(ep - h) / hh) - 0.5));
+      const x = tf.sub(tf.sub(tf.mul(sample, f32(t.a / s0.a)), tf.mul(m0, c0)), tf.mul(D1, c1));
+      return tf.sub(x, tf.mul(D2, c2));
+    });
+  }
+
+  /**
+   * One multistep DPM-Solver step from `timestep` to the next. The order is 1 for the first step,
+   * then up to `solver_order` (lowered at the end per lower_order_final / euler_at_final /
+   * final_sigmas_type "zero"). SDE variants draw noise from `generator` unless `noise` /
+   * `varianceNoise` is given. Inputs are not disposed; prevSample is a new tensor.
+   */
+  step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor, options: DPMSolverMultistepStepOptions = {}): SchedulerOutput {
+    const name = DPMSolverMultistepScheduler.className;
+    const c = this.config;
+    if (this.numInferenceSteps === null) {
+      throw new Error(`${name}.step: the number of inference steps is not set; call setTimesteps(n) after creating the scheduler`);
+    }
+    if (options.noise !== undefined && options.varianceNoise !== undefined) {
+      throw new Error(`${name}.step: pass noise or varianceNoise (the same thing), not both`);
+    }
+    const learned = c.variance_type === "learned" || c.variance_type === "learned_range";
+    if (!learned) checkShape(`${name}.step: modelOutput`, modelOutput, sample.shape);
+    if (this._stepIndex === null) {
+      this._stepIndex = this._beginIndex ?? this.indexForTimestep(timestep);
+    }
+    const k = this._stepIndex;
+    const len = this.timesteps.length;
+    if (k >= len) {
+      throw new Error(`${name}.step: all ${len} steps are done; call setTimesteps(n) to start a new schedule`);
+    }
+    // lower orders at the end for stability with few steps
+    const lowerOrderFinal = k === len - 1 && (c.euler_at_final || (c.lower_order_final && len < 15) || c.final_sigmas_type === "zero");
+    const lowerOrderSecond = k === len - 2 && c.lower_order_final && len < 15;
+
+    const converted = this.convertModelOutput(modelOutput, sample);
+    this.modelOutputs[0]?.dispose();
+    for (let i = 0; i < c.solver_order - 1; i++) this.modelOutputs[i] = this.modelOutputs[i + 1];
+    this.modelOutputs[c.solver_order - 1] = converted;
+
+    const sde = c.algorithm_type === "sde-dpmsolver++" || c.algorithm_type === "sde-dpmsolver";
+    const noise = sde ? stepNoise(name, sample.shape, { generator: options.generator, noise: options.varianceNoise ?? options.noise }) : null;
+    let prev: tf.Tensor;
+    try {
+      if (c.solver_order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) prev = this.firstOrder(converted, sample, noise);
+      else if (c.solver_order === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) prev = this.secondOrder(sample, noise);
+      else prev = this.thirdOrder(sample);
+    } finally {
+      noise?.dispose();
+    }
+    if (this.lowerOrderNums < c.solver_order) this.lowerOrderNums += 1;
+    this._stepIndex = k + 1;
+    // past the final step the history can never be used again: free it
+    if (this._stepIndex === len) this.releaseHistory();
+    return { prevSample: prev };
+  }
+
+  /** Forward noising at the schedule's sigmas: alpha_t x_0 + sigma_t eps (diffusers' add_noise). */
+  addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+    return addNoiseWithSigmas(
+      DPMSolverMultistepScheduler.className,
+      { timesteps: this.timesteps, sigmas: this.sigmas, beginIndex: this._beginIndex, stepIndex: this._stepIndex },
+      originalSamples,
+      noise,
+      timesteps,
+    );
+  }
+}
+
+registerScheduler(DPMSolverMultistepScheduler);

@@ -59,6 +59,9 @@ nbformat.write(nb, a.out)
 n_png = 0
 if a.images:
     os.makedirs(a.images, exist_ok=True)
+    for old in os.listdir(a.images):
+        if old.endswith(".png"):
+            os.remove(os.path.join(a.images, old))
     for ci, cell in enumerate(nb.cells):
         for oi, o in enumerate(cell.get("outputs", [])):
             png = o.get("data", {}).get("image/png")

@@ -116,15 +116,13 @@ if(window.Plotly)draw();else{var n=0,t=setInterval(function(){if(window.Plotly||
 
 /**
  * Shows a chart in the notebook: the static PNG always, and the interactive plotly figure unless
- * `interactive: false`. Outside a notebook it prints a one-line summary. Returns the PNG bytes.
+ * `interactive: false`. Outside a notebook it prints a one-line summary (`chartPng` gives the bytes).
  */
-export async function plot(traces: Trace[], layout: Layout = {}, opts: { interactive?: boolean } = {}): Promise<Buffer> {
-  const png = await chartPng(traces, layout);
+export async function plot(traces: Trace[], layout: Layout = {}, opts: { interactive?: boolean } = {}): Promise<void> {
   if (!isNotebook()) {
     console.log(`[chart${layout.title ? `: ${layout.title}` : ""} — ${traces.length} trace(s)]`);
-    return png;
+    return;
   }
   if (opts.interactive ?? true) displayHtml(plotlyHtml(traces, layout));
-  displayPng(png);
-  return png;
+  displayPng(await chartPng(traces, layout));
 }

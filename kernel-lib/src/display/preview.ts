@@ -2,7 +2,8 @@
 // the model's current guess of the clean picture x̂_0 (DDPM eq. 15: x̂_0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t).
 import * as tf from "@tensorflow/tfjs";
 import sharp from "sharp";
-import { imageGrid, tensorToRgbBytes, type PixelRange } from "./image.js";
+import { tensorToRgbBytes, type PixelRange } from "./image.js";
+import { composeGrid, type Cell } from "./compose.js";
 import { isNotebook, newSlot } from "./notebook.js";
 
 export interface PreviewOptions {
@@ -24,16 +25,18 @@ export class LivePreview {
     if (step % every !== 0 && !last) return;
     this.frames.push({ step, t });
     if (!this.slot) return;
-    const grid = tf.tidy(() => {
-      const pics = [xt, predX0].filter((p): p is tf.Tensor => !!p).map((p) => p.slice([0, 0, 0, 0], [1, -1, -1, -1]));
-      return imageGrid(pics, { pad: 2, padValue: this.opts.range === "-1,1" ? 1 : 1 });
-    });
-    const { data, width, height } = tensorToRgbBytes(grid, this.opts.range ?? "-1,1");
-    grid.dispose();
-    const k = Math.max(1, Math.ceil((this.opts.minSize ?? 128) / height));
-    const png = await sharp(Buffer.from(data), { raw: { width, height, channels: 3 } })
-      .resize(width * k, height * k, { kernel: "nearest" }).png().toBuffer();
-    const caption = `step ${step + 1}${this.opts.total ? "/" + this.opts.total : ""}, t = ${t}: x_t (left)${predX0 ? " and predicted x_0 (right)" : ""}`;
-    this.slot.html(`<div><img src="data:image/png;base64,${png.toString("base64")}"/><br/><code>${caption}</code></div>`);
+    const cells: Cell[] = [];
+    for (const [p, label] of [[xt, "x_t"], [predX0, "predicted x_0"]] as const) {
+      if (!p) continue;
+      const one = tf.slice(p, [0, 0, 0, 0], [1, -1, -1, -1]);
+      const { data, width, height } = tensorToRgbBytes(one, this.opts.range ?? "-1,1");
+      one.dispose();
+      const k = Math.max(1, Math.ceil((this.opts.minSize ?? 128) / height));
+      const png = await sharp(Buffer.from(data), { raw: { width, height, channels: 3 } })
+        .resize(width * k, height * k, { kernel: "nearest" }).png().toBuffer();
+      cells.push({ png, width: width * k, height: height * k, label });
+    }
+    const caption = `step ${step + 1}${this.opts.total ? "/" + this.opts.total : ""}, t = ${t}`;
+    this.slot.png(await composeGrid(cells, { caption }));
   }
 }

@@ -7,6 +7,7 @@ import type { DDPMScheduler } from "../schedulers/scheduling-ddpm.js";
 import type { DDIMScheduler } from "../schedulers/scheduling-ddim.js";
 import { DiffusionPipelineBase, postprocessImages, type OutputType } from "./pipeline-utils.js";
 import { LivePreview } from "../display/preview.js";
+import { loadPipelineComponents, type LoadOptions } from "./pipeline-loading.js";
 
 export interface DDPMPipelineCallOptions {
   batchSize?: number;
@@ -34,8 +35,7 @@ export class DDPMPipeline extends DiffusionPipelineBase {
   }
 
   /** Loads a DDPM pipeline folder or repo (model_index.json with unet/ and scheduler/, or the old flat layout). */
-  static async fromPretrained(idOrPath: string, opts: import("../hub/resolve.js").HubOptions & { variant?: string } = {}): Promise<DDPMPipeline> {
-    const { loadPipelineComponents } = await import("./diffusion-pipeline.js");
+  static async fromPretrained(idOrPath: string, opts: LoadOptions = {}): Promise<DDPMPipeline> {
     const parts = await loadPipelineComponents(idOrPath, ["unet", "scheduler"], opts);
     return new DDPMPipeline(parts as { unet: UNet2DModel; scheduler: PixelScheduler });
   }

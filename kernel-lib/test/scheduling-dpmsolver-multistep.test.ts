@@ -2,12 +2,12 @@ import { describe, it, expect } from "vitest";
 import * as tf from "@tensorflow/tfjs";
 import {
   DPMSolverMultistepScheduler,
-  indexForTimestep,
-  karrasSigmas,
+  multistepIndexForTimestep,
+  multistepKarrasSigmas,
   multistepTimesteps,
   parseLambdaMinClipped,
   sigmaToAlphaSigmaT,
-  sigmaToT,
+  multistepSigmaToT,
 } from "../src/schedulers/scheduling-dpmsolver-multistep.js";
 import { DDIMScheduler } from "../src/schedulers/scheduling-ddim.js";
 import { KarrasDiffusionSchedulers, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";

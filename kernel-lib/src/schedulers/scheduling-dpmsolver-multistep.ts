@@ -94,7 +94,7 @@ export function multistepTimesteps(
  * Karras et al. 2022 eq. 5 noise levels (rho = 7): (max^(1/rho) + ramp (min^(1/rho) - max^(1/rho)))^rho,
  * ramp = linspace(0, 1, n), float64 as numpy.
  */
-export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number): number[] {
+export function multistepKarrasSigmas(sigmaMin: number, sigmaMax: number, n: number): number[] {
   const rho = 7.0;
   const minInv = sigmaMin ** (1 / rho);
   const maxInv = sigmaMax ** (1 / rho);
@@ -105,7 +105,7 @@ export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number): num
  * Fractional train timestep of `sigma` by linear interpolation in log sigma (diffusers `_sigma_to_t`,
  * with numpy 1.x's float32 arithmetic for the interpolation weight).
  */
-export function sigmaToT(sigma: number, logSigmas: Float32Array): number {
+export function multistepSigmaToT(sigma: number, logSigmas: Float32Array): number {
   const ls = f32(Math.log(Math.max(sigma, 1e-10)));
   const n = logSigmas.length;
   let count = 0;
@@ -118,7 +118,7 @@ export function sigmaToT(sigma: number, logSigmas: Float32Array): number {
 }
 
 /** diffusers `index_for_timestep`: the second match when the timestep repeats, the last index when absent. */
-export function indexForTimestep(timesteps: readonly number[], t: number): number {
+export function multistepIndexForTimestep(timesteps: readonly number[], t: number): number {
   const hits: number[] = [];
   for (let i = 0; i < timesteps.length && hits.length < 2; i++) if (timesteps[i] === t) hits.push(i);
   if (hits.length === 0) return timesteps.length - 1;
@@ -126,7 +126,7 @@ export function indexForTimestep(timesteps: readonly number[], t: number): numbe
 }
 
 /** Per-batch-item noising with sigmas (the multistep schedulers' add_noise): alpha_t x_0 + sigma_t eps. */
-export function addNoiseWithSigmas(
+export function multistepAddNoise(
   className: string,
   sched: { timesteps: number[]; sigmas: Float32Array; beginIndex: number | null; stepIndex: number | null },
   originalSamples: tf.Tensor,
@@ -135,7 +135,7 @@ export function addNoiseWithSigmas(
 ): tf.Tensor {
   const ts = timestepList(`${className}.addNoise`, timesteps, Number.MAX_SAFE_INTEGER);
   let idx: number[];
-  if (sched.beginIndex === null) idx = ts.map((t) => indexForTimestep(sched.timesteps, t));
+  if (sched.beginIndex === null) idx = ts.map((t) => multistepIndexForTimestep(sched.timesteps, t));
   else if (sched.stepIndex !== null) idx = ts.map(() => sched.stepIndex as number);
   else idx = ts.map(() => sched.beginIndex as number);
   const shape = originalSamples.shape;
@@ -168,7 +168,7 @@ export function parseLambdaMinClipped(className: string, v: unknown): number {
 }
 
 /** Replaces config values after construction, as diffusers' `register_to_config` does inside `__init__`. */
-export function registerToConfig(scheduler: SchedulerMixin, updates: Record<string, unknown>): void {
+export function updateRegisteredConfig(scheduler: SchedulerMixin, updates: Record<string, unknown>): void {
   (scheduler as unknown as { config: Readonly<Config> }).config = Object.freeze({ ...scheduler.config, ...updates });
 }
 
@@ -303,12 +303,12 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
     // diffusers' config migrations: "deis" runs as dpmsolver++, UniPC / DEIS solver types as midpoint
     const algo = c.algorithm_type as string;
     if (!(DPM_ALGORITHM_TYPES as readonly string[]).includes(algo)) {
-      if (algo === "deis") registerToConfig(this, { algorithm_type: "dpmsolver++" });
+      if (algo === "deis") updateRegisteredConfig(this, { algorithm_type: "dpmsolver++" });
       else oneOf(name, c, "algorithm_type", DPM_ALGORITHM_TYPES);
     }
     const solver = c.solver_type as string;
     if (!(DPM_SOLVER_TYPES as readonly string[]).includes(solver)) {
-      if (["logrho", "bh1", "bh2"].includes(solver)) registerToConfig(this, { solver_type: "midpoint" });
+      if (["logrho", "bh1", "bh2"].includes(solver)) updateRegisteredConfig(this, { solver_type: "midpoint" });
       else oneOf(name, c, "solver_type", DPM_SOLVER_TYPES);
     }
     // (diffusers checks the algorithm_type as given, so a "deis" config also needs "sigma_min")
@@ -364,14 +364,14 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
       // diffusers reads sigma_min / sigma_max from the config when such keys exist (e.g. an EDM config)
       const lo = typeof c.sigma_min === "number" ? c.sigma_min : train[0];
       const hi = typeof c.sigma_max === "number" ? c.sigma_max : train[train.length - 1];
-      sig = karrasSigmas(lo, hi, n);
-      timesteps = sig.map((s) => roundHalfEven(sigmaToT(s, logSigmas)));
+      sig = multistepKarrasSigmas(lo, hi, n);
+      timesteps = sig.map((s) => roundHalfEven(multistepSigmaToT(s, logSigmas)));
     } else if (c.use_lu_lambdas) {
       // Lu et al. 2022: uniform steps in log sigma (= -lambda up to the alpha factor)
       const lmin = logSigmas[0];
       const lmax = logSigmas[logSigmas.length - 1];
       sig = npLinspace(0, 1, n).map((r) => Math.exp(lmax + r * (lmin - lmax)));
-      timesteps = sig.map((s) => roundHalfEven(sigmaToT(s, logSigmas)));
+      timesteps = sig.map((s) => roundHalfEven(multistepSigmaToT(s, logSigmas)));
     } else {
       sig = timesteps.map((t) => train[Math.min(Math.max(t, 0), train.length - 1)]); // np.interp at integer points
     }
@@ -401,7 +401,7 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
 
   /** diffusers `index_for_timestep` on the current schedule. */
   indexForTimestep(timestep: Timestep, scheduleTimesteps: readonly number[] = this.timesteps): number {
-    return indexForTimestep(scheduleTimesteps, timestepValue(timestep, `${DPMSolverMultistepScheduler.className}.indexForTimestep`));
+    return multistepIndexForTimestep(scheduleTimesteps, timestepValue(timestep, `${DPMSolverMultistepScheduler.className}.indexForTimestep`));
   }
 
   /**
@@ -627,7 +627,7 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
 
   /** Forward noising at the schedule's sigmas: alpha_t x_0 + sigma_t eps (diffusers' add_noise). */
   addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
-    return addNoiseWithSigmas(
+    return multistepAddNoise(
       DPMSolverMultistepScheduler.className,
       { timesteps: this.timesteps, sigmas: this.sigmas, beginIndex: this._beginIndex, stepIndex: this._stepIndex },
       originalSamples,

@@ -31,14 +31,14 @@ import {
 } from "./scheduling-utils.js";
 import {
   MULTISTEP_BETA_SCHEDULES,
-  addNoiseWithSigmas,
-  indexForTimestep,
-  karrasSigmas,
+  multistepAddNoise,
+  multistepIndexForTimestep,
+  multistepKarrasSigmas,
   lambdaOf,
   multistepTimesteps,
-  registerToConfig,
+  updateRegisteredConfig,
   sigmaToAlphaSigmaT,
-  sigmaToT,
+  multistepSigmaToT,
   trainSigmas,
 } from "./scheduling-dpmsolver-multistep.js";
 
@@ -206,7 +206,7 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
     // diffusers' config migration: DPM-Solver / DEIS solver types run as bh2
     const solver = c.solver_type as string;
     if (!(UNIPC_SOLVER_TYPES as readonly string[]).includes(solver)) {
-      if (["midpoint", "heun", "logrho"].includes(solver)) registerToConfig(this, { solver_type: "bh2" });
+      if (["midpoint", "heun", "logrho"].includes(solver)) updateRegisteredConfig(this, { solver_type: "bh2" });
       else oneOf(name, c, "solver_type", UNIPC_SOLVER_TYPES);
     }
     this.timesteps = Array.from({ length: T }, (_, i) => T - 1 - i);
@@ -243,8 +243,8 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
       const logSigmas = train.map((s) => Math.log(s));
       const lo = typeof c.sigma_min === "number" ? c.sigma_min : train[0];
       const hi = typeof c.sigma_max === "number" ? c.sigma_max : train[train.length - 1];
-      sig = karrasSigmas(lo, hi, n);
-      timesteps = sig.map((s) => roundHalfEven(sigmaToT(s, logSigmas)));
+      sig = multistepKarrasSigmas(lo, hi, n);
+      timesteps = sig.map((s) => roundHalfEven(multistepSigmaToT(s, logSigmas)));
       sig.push(sig[sig.length - 1]);
     } else {
       sig = timesteps.map((t) => train[Math.min(Math.max(t, 0), train.length - 1)]);
@@ -277,7 +277,7 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
   }
 
   indexForTimestep(timestep: Timestep, scheduleTimesteps: readonly number[] = this.timesteps): number {
-    return indexForTimestep(scheduleTimesteps, timestepValue(timestep, `${UniPCMultistepScheduler.className}.indexForTimestep`));
+    return multistepIndexForTimestep(scheduleTimesteps, timestepValue(timestep, `${UniPCMultistepScheduler.className}.indexForTimestep`));
   }
 
   /** x_0 (predict_x0) or epsilon from the model output at the current sigma. New tensor. */
@@ -433,7 +433,7 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
 
   /** Forward noising at the schedule's sigmas: alpha_t x_0 + sigma_t eps (diffusers' add_noise). */
   addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
-    return addNoiseWithSigmas(
+    return multistepAddNoise(
       UniPCMultistepScheduler.className,
       { timesteps: this.timesteps, sigmas: this.sigmas, beginIndex: this._beginIndex, stepIndex: this._stepIndex },
       originalSamples,

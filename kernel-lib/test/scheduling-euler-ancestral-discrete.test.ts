@@ -1,0 +1,176 @@
+import { describe, it, expect } from "vitest";
+import * as tf from "@tensorflow/tfjs";
+import { DDIMScheduler } from "../src/schedulers/scheduling-ddim.js";
+import { DDPMScheduler } from "../src/schedulers/scheduling-ddpm.js";
+import { PNDMScheduler } from "../src/schedulers/scheduling-pndm.js";
+import { EulerDiscreteScheduler } from "../src/schedulers/scheduling-euler-discrete.js";
+import { EulerAncestralDiscreteScheduler } from "../src/schedulers/scheduling-euler-ancestral-discrete.js";
+import { LMSDiscreteScheduler } from "../src/schedulers/scheduling-lms-discrete.js";
+import { HeunDiscreteScheduler } from "../src/schedulers/scheduling-heun-discrete.js";
+import { KarrasDiffusionSchedulers, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
+import type { SchedulerMixin, SchedulerOutputWithOriginal } from "../src/schedulers/scheduling-utils.js";
+import { Generator } from "../src/random/generator.js";
+import { TOL, compare, expectClose, loadFixture, nchwToNhwc, nhwcToNchw } from "./helpers.js";
+import { type CfgName, CFG_NAMES, fakeModel, fixtureJson, firstDiff, rawConfig } from "./scheduler-fixtures.js";
+
+const NAME = "EulerAncestralDiscreteScheduler";
+const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
+const SOURCES = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
+
+/**
+ * The fixture's 10-step loop. runTrajectory (scheduler-fixtures.ts) cannot be used here: it
+ * multiplies `init_latents` by init_noise_sigma, but the fixture stores the latents already
+ * multiplied (harmless for DDPM/DDIM, whose init_noise_sigma is 1). Same checks otherwise.
+ */
+function runSigmaTrajectory(cfg: CfgName, variant: string, scheduler: SchedulerMixin): number {
+  const meta = fixtureJson("schedulers", `trajectories_${cfg}.json`).variants[variant];
+  const tensors = loadFixture("schedulers", `trajectories_${cfg}.safetensors`);
+  try {
+    scheduler.setTimesteps(meta.num_inference_steps);
+    expect(scheduler.timesteps).toEqual(meta.timesteps);
+    expect(scheduler.initNoiseSigma).toBe(meta.init_noise_sigma);
+    let latents = nchwToNhwc(tensors[`${variant}/init_latents`]);
+    for (const [i, t] of scheduler.timesteps.entries()) {
+      const stepMeta = meta.steps[i];
+      expect(stepMeta.timestep).toBe(t);
+      const key = (name: string) => `${variant}/step${String(i).padStart(2, "0")}/${name}`;
+      const xIn = scheduler.scaleModelInput(latents, t);
+      const mo = fakeModel(xIn, t);
+      const calls: number[] = stepMeta.noise_calls;
+      const noise = calls.length === 1 ? nchwToNhwc(tensors[`${variant}/noise/${String(calls[0]).padStart(2, "0")}`]) : undefined;
+      const out = scheduler.step(mo, t, latents, noise ? { noise } : {}) as SchedulerOutputWithOriginal;
+      const checks: [string, tf.Tensor | undefined][] = [["model_input", xIn], ["model_output", mo], ["prev_sample", out.prevSample], ["pred_original_sample", out.predOriginalSample]];
+      for (const [name, ours] of checks) {
+        if (!stepMeta.outputs.includes(name)) continue;
+        const nchw = nhwcToNchw(ours as tf.Tensor);
+        const r = compare(nchw, tensors[key(name)], TOL.scheduler.atol, TOL.scheduler.rtol);
+        nchw.dispose();
+        if (!r.ok) throw new Error(`${cfg}/${variant} step ${i} (t=${t}) ${name}: max |diff| ${r.maxAbs.toExponential(3)} at [${r.where}] (ours ${r.actual}, diffusers ${r.expected})`);
+      }
+      tf.dispose([xIn, mo, noise, latents, out.predOriginalSample]);
+      latents = out.prevSample;
+    }
+    latents.dispose();
+    return scheduler.timesteps.length;
+  } finally {
+    tf.dispose(Object.values(tensors));
+  }
+}
+
+function expectResolved(config: Record<string, unknown>, ref: Record<string, unknown>): void {
+  const { _use_default_values: ours, ...oursRest } = config;
+  const { _use_default_values: theirs, ...theirsRest } = ref;
+  expect(oursRest).toEqual(theirsRest);
+  expect([...((ours as string[]) ?? [])].sort()).toEqual([...(theirs as string[])].sort());
+}
+
+describe("EulerAncestralDiscreteScheduler: config and schedules", () => {
+  for (const cfg of CFG_NAMES) {
+    it(`${cfg}: resolved config equals diffusers'; swaps through every other class keep _use_default_values`, () => {
+      expectResolved(EulerAncestralDiscreteScheduler.fromConfig(rawConfig(cfg)).config, resolved[cfg][NAME]);
+      for (const Src of SOURCES) {
+        expectResolved(EulerAncestralDiscreteScheduler.fromConfig(Src.fromConfig(rawConfig(cfg)).config).config, resolved[cfg][NAME]);
+      }
+    });
+
+    it(`${cfg}: set_timesteps(N) for N in {1,4,10,20,25,50}: float32 timesteps, sigmas, init_noise_sigma, order`, () => {
+      const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
+      const ref = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers[NAME].steps;
+      const s = EulerAncestralDiscreteScheduler.fromConfig(rawConfig(cfg));
+      expect(s.sigmas.length).toBe(1001);
+      expect(s.timesteps.length).toBe(1000);
+      for (const n of [1, 4, 10, 20, 25, 50]) {
+        s.setTimesteps(n);
+        expect(s.timesteps).toEqual(ref[n].timesteps);
+        expect(firstDiff(s.timesteps, tens[`${NAME}/steps${n}/timesteps`].dataSync())).toBeNull();
+        expect(firstDiff(s.sigmas, tens[`${NAME}/steps${n}/sigmas`].dataSync())).toBeNull();
+        expect(s.initNoiseSigma).toBe(ref[n].init_noise_sigma);
+        expect(s.order).toBe(ref[n].order);
+      }
+      tf.dispose(Object.values(tens));
+    });
+  }
+
+  it("leading spacing, errors, registry, compatibles", () => {
+    const lead = EulerAncestralDiscreteScheduler.fromConfig(rawConfig("sd15"), { timestep_spacing: "leading" });
+    lead.setTimesteps(4);
+    expect(lead.timesteps).toEqual([751, 501, 251, 1]);
+    const m = lead.sigmas[0];
+    expect(lead.initNoiseSigma).toBe(Math.fround(Math.sqrt(Math.fround(Math.fround(m * m) + 1))));
+    expect(() => EulerAncestralDiscreteScheduler.fromConfig({ prediction_type: "sample" })).toThrow(
+      /"prediction_type" is "sample"; supported: "epsilon", "v_prediction"/,
+    );
+    expect(() => EulerAncestralDiscreteScheduler.fromConfig({ beta_schedule: "sigmoid" })).toThrow(/"beta_schedule" is "sigmoid"/);
+    const s = EulerAncestralDiscreteScheduler.fromConfig(rawConfig("sd15"));
+    s.setTimesteps(10);
+    const x = tf.zeros([1, 2, 2, 4]);
+    expect(() => s.step(x, 998, x)).toThrow(/not one of the scheduler's timesteps/);
+    expect(() => s.step(x, 999, x, { noise: tf.zeros([1, 2, 2, 1]) })).toThrow(/noise must be a tensor of the sample's shape/);
+    expect(EulerAncestralDiscreteScheduler.compatibles).toEqual([...KarrasDiffusionSchedulers]);
+    expect(getSchedulerClass(NAME)).toBe(EulerAncestralDiscreteScheduler);
+    x.dispose();
+  });
+});
+
+describe("EulerAncestralDiscreteScheduler: 10-step trajectories vs diffusers (stored noise)", () => {
+  for (const cfg of CFG_NAMES) {
+    it(cfg, () => {
+      const before = tf.memory().numTensors;
+      expect(runSigmaTrajectory(cfg, NAME, EulerAncestralDiscreteScheduler.fromConfig(rawConfig(cfg)))).toBe(10);
+      expect(tf.memory().numTensors).toBe(before);
+    });
+  }
+});
+
+describe("EulerAncestralDiscreteScheduler: step", () => {
+  const shape = [1, 4, 4, 3];
+  const mk = (seed: number) => tf.randomNormal(shape, 0, 1, "float32", seed);
+
+  it("sigma_up^2 + sigma_down^2 = sigma_next^2; { generator } equals { noise: NCHW draw transposed }; v-prediction", () => {
+    const s = EulerAncestralDiscreteScheduler.fromConfig(rawConfig("sd15"));
+    s.setTimesteps(10);
+    const x = mk(1), mo = mk(2);
+    const a = s.step(mo, s.timesteps[0], x, { generator: new Generator().manualSeed(8) });
+    const zn = new Generator().manualSeed(8).randn([1, 3, 4, 4]);
+    const z = nchwToNhwc(zn);
+    s.setTimesteps(10);
+    const b = s.step(mo, s.timesteps[0], x, { noise: z });
+    expectClose(a.prevSample, b.prevSample, 0);
+    // by hand (float64): x0 = x - sigma eps; x' = x + (sigma_down - sigma) eps + sigma_up z
+    const [sf, st] = [s.sigmas[0], s.sigmas[1]];
+    const up = Math.sqrt((st * st * (sf * sf - st * st)) / (sf * sf));
+    const down = Math.sqrt(st * st - up * up);
+    expect(up * up + down * down).toBeCloseTo(st * st, 9);
+    const expected = tf.add(tf.add(x, tf.mul(mo, down - sf)), tf.mul(z, up));
+    expectClose(b.prevSample, expected, 1e-5, 1e-5);
+    const v = EulerAncestralDiscreteScheduler.fromConfig(rawConfig("sd15"), { prediction_type: "v_prediction" });
+    v.setTimesteps(10);
+    const vo = v.step(mo, v.timesteps[0], x, { noise: z });
+    const x0 = tf.add(tf.mul(mo, -sf / Math.sqrt(sf * sf + 1)), tf.div(x, sf * sf + 1));
+    expectClose(vo.predOriginalSample, x0, 1e-5, 1e-5);
+    // the last step (to sigma 0) adds no noise
+    v.setTimesteps(10);
+    v.setBeginIndex(9);
+    const last = v.step(mo, v.timesteps[9], x, { noise: z });
+    expectClose(last.prevSample, last.predOriginalSample, 1e-6, 1e-6);
+    tf.dispose([x, mo, zn, z, expected, x0, ...[a, b, vo, last].flatMap((o) => [o.prevSample, o.predOriginalSample])]);
+  });
+
+  it("a 1000-step stochastic loop leaves tf.memory().numTensors where it started", () => {
+    const s = EulerAncestralDiscreteScheduler.fromConfig(rawConfig("sd15"));
+    s.setTimesteps(1000);
+    const gen = new Generator().manualSeed(1);
+    const before = tf.memory().numTensors;
+    let x = tf.tidy(() => tf.mul(gen.randn([1, 2, 2, 4]), s.initNoiseSigma));
+    for (const t of s.timesteps) {
+      const xIn = s.scaleModelInput(x, t);
+      const mo = tf.mul(xIn, 0.1);
+      const out = s.step(mo, t, x, { generator: gen });
+      tf.dispose([xIn, mo, x, out.predOriginalSample]);
+      x = out.prevSample;
+    }
+    expect(s.stepIndex).toBe(1000);
+    x.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});

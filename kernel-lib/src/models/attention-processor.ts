@@ -31,6 +31,7 @@ export interface AttentionOptions {
  * (rows grouped by batch item, columns by head). Runs as 2-D matMuls per (batch, head): on wasm these use
  * XNNPACK while a batched rank-3 matMul or a transposed operand falls back to a naive loop (~35x slower).
  * The scale is applied to q (same product as torch's baddbmm alpha, on the smaller tensor).
+ * `mask` (optional) is added to the scores before the softmax: [Lq, Lk] for every item, or [B, Lq, Lk].
  * Returns [B*Lq, heads*d].
  */
 export function scaledDotProductAttention(
@@ -40,6 +41,7 @@ export function scaledDotProductAttention(
   batch: number,
   heads: number,
   scale: number,
+  mask?: tf.Tensor2D | tf.Tensor3D,
 ): tf.Tensor2D {
   return tf.tidy(() => {
     const lq = q.shape[0] / batch;
@@ -51,11 +53,13 @@ export function scaledDotProductAttention(
     const rows: tf.Tensor2D[] = [];
     for (let b = 0; b < batch; b++) {
       const outs: tf.Tensor2D[] = [];
+      const m = mask === undefined ? null : mask.rank === 2 ? mask : tf.reshape(tf.slice(mask, [b, 0, 0], [1, lq, lk]), [lq, lk]);
       for (let h = 0; h < heads; h++) {
         const qh = whole ? qs : tf.slice(qs, [b * lq, h * d], [lq, d]);
         const kh = whole ? k : tf.slice(k, [b * lk, h * d], [lk, d]);
         const vh = whole ? v : tf.slice(v, [b * lk, h * dv], [lk, dv]);
-        const probs = tf.softmax(tf.matMul(qh, tf.transpose(kh))); // [lq, lk]
+        const scores = tf.matMul(qh, tf.transpose(kh)); // [lq, lk]
+        const probs = tf.softmax(m === null ? scores : tf.add(scores, m));
         outs.push(tf.matMul(probs, vh)); // [lq, dv]
       }
       rows.push(outs.length === 1 ? outs[0] : tf.concat(outs, 1));

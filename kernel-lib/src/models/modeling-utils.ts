@@ -35,6 +35,11 @@ export interface ModelClass<M extends ModelMixin> {
   new (config: Record<string, unknown>): M;
   readonly className: string;
   readonly configSpec: ConfigSpec;
+  /** Weights file names; default diffusers' (transformers models: model.safetensors / pytorch_model.bin). */
+  readonly safetensorsWeightsName?: string;
+  readonly weightsName?: string;
+  /** Checkpoint tensors dropped before the strict check (non-persistent buffers such as position_ids). */
+  readonly keysToIgnoreOnLoad?: readonly string[];
 }
 
 /** diffusers' _add_variant: "diffusion_pytorch_model.safetensors" + "fp16" -> "diffusion_pytorch_model.fp16.safetensors". */
@@ -70,8 +75,8 @@ export abstract class ModelMixin extends Module {
     const { variant, useSafetensors, ...hub } = opts;
     const config = readConfigFile(await hubFileDownload(idOrPath, CONFIG_NAME, hub));
     const candidates = [
-      ...(useSafetensors === false ? [] : [addVariant(SAFETENSORS_WEIGHTS_NAME, variant)]),
-      ...(useSafetensors === true ? [] : [addVariant(WEIGHTS_NAME, variant)]),
+      ...(useSafetensors === false ? [] : [addVariant(this.safetensorsWeightsName ?? SAFETENSORS_WEIGHTS_NAME, variant)]),
+      ...(useSafetensors === true ? [] : [addVariant(this.weightsName ?? WEIGHTS_NAME, variant)]),
     ];
     let file: string | null = null;
     for (const name of candidates) {
@@ -86,6 +91,7 @@ export abstract class ModelMixin extends Module {
       );
     }
     const stateDict = convertDeprecatedAttentionBlocks(loadStateDictFile(file));
+    for (const key of this.keysToIgnoreOnLoad ?? []) stateDict.delete(key);
     const model = new this(config);
     try {
       model.loadStateDict(stateDict, file);
@@ -99,13 +105,18 @@ export abstract class ModelMixin extends Module {
   /** Writes config.json and the weights (diffusers' save_pretrained with safe_serialization). */
   savePretrained(dir: string, opts: { variant?: string; dtype?: SaveDtype } = {}): void {
     fs.mkdirSync(dir, { recursive: true });
-    const className = (this.constructor as unknown as ModelClass<ModelMixin>).className;
-    fs.writeFileSync(path.join(dir, CONFIG_NAME), configToJson(className, this.config));
+    const cls = this.constructor as unknown as ModelClass<ModelMixin>;
+    fs.writeFileSync(path.join(dir, CONFIG_NAME), this.configJson(opts));
     const tensors: Record<string, RawTensor> = Object.fromEntries(this.stateDict());
-    saveSafetensors(path.join(dir, addVariant(SAFETENSORS_WEIGHTS_NAME, opts.variant)), tensors, {
+    saveSafetensors(path.join(dir, addVariant(cls.safetensorsWeightsName ?? SAFETENSORS_WEIGHTS_NAME, opts.variant)), tensors, {
       metadata: { format: "pt" },
       dtype: opts.dtype,
     });
+  }
+
+  /** The config.json text savePretrained writes (diffusers' save_config; transformers models override). */
+  protected configJson(_opts: { dtype?: SaveDtype } = {}): string {
+    return configToJson((this.constructor as unknown as ModelClass<ModelMixin>).className, this.config);
   }
 }
 

@@ -1,0 +1,209 @@
+import { describe, it, expect } from "vitest";
+import * as tf from "@tensorflow/tfjs";
+import { DDIMScheduler } from "../src/schedulers/scheduling-ddim.js";
+import { DDPMScheduler } from "../src/schedulers/scheduling-ddpm.js";
+import { PNDMScheduler } from "../src/schedulers/scheduling-pndm.js";
+import { EulerDiscreteScheduler } from "../src/schedulers/scheduling-euler-discrete.js";
+import { EulerAncestralDiscreteScheduler } from "../src/schedulers/scheduling-euler-ancestral-discrete.js";
+import { LMSDiscreteScheduler } from "../src/schedulers/scheduling-lms-discrete.js";
+import { HeunDiscreteScheduler } from "../src/schedulers/scheduling-heun-discrete.js";
+import { KarrasDiffusionSchedulers, betasForAlphaBar, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
+import type { SchedulerMixin, SchedulerOutputWithOriginal } from "../src/schedulers/scheduling-utils.js";
+import { Generator } from "../src/random/generator.js";
+import { TOL, compare, expectClose, loadFixture, nchwToNhwc, nhwcToNchw } from "./helpers.js";
+import { type CfgName, CFG_NAMES, fakeModel, fixtureJson, firstDiff, rawConfig } from "./scheduler-fixtures.js";
+
+const NAME = "HeunDiscreteScheduler";
+const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
+const SOURCES = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
+
+/**
+ * The fixture's 10-step loop. runTrajectory (scheduler-fixtures.ts) cannot be used here: it
+ * multiplies `init_latents` by init_noise_sigma, but the fixture stores the latents already
+ * multiplied (harmless for DDPM/DDIM, whose init_noise_sigma is 1). Same checks otherwise.
+ */
+function runSigmaTrajectory(cfg: CfgName, variant: string, scheduler: SchedulerMixin): number {
+  const meta = fixtureJson("schedulers", `trajectories_${cfg}.json`).variants[variant];
+  const tensors = loadFixture("schedulers", `trajectories_${cfg}.safetensors`);
+  try {
+    scheduler.setTimesteps(meta.num_inference_steps);
+    expect(scheduler.timesteps).toEqual(meta.timesteps);
+    expect(scheduler.initNoiseSigma).toBe(meta.init_noise_sigma);
+    let latents = nchwToNhwc(tensors[`${variant}/init_latents`]);
+    for (const [i, t] of scheduler.timesteps.entries()) {
+      const stepMeta = meta.steps[i];
+      expect(stepMeta.timestep).toBe(t);
+      const key = (name: string) => `${variant}/step${String(i).padStart(2, "0")}/${name}`;
+      const xIn = scheduler.scaleModelInput(latents, t);
+      const mo = fakeModel(xIn, t);
+      const calls: number[] = stepMeta.noise_calls;
+      const noise = calls.length === 1 ? nchwToNhwc(tensors[`${variant}/noise/${String(calls[0]).padStart(2, "0")}`]) : undefined;
+      const out = scheduler.step(mo, t, latents, noise ? { noise } : {}) as SchedulerOutputWithOriginal;
+      const checks: [string, tf.Tensor | undefined][] = [["model_input", xIn], ["model_output", mo], ["prev_sample", out.prevSample], ["pred_original_sample", out.predOriginalSample]];
+      for (const [name, ours] of checks) {
+        if (!stepMeta.outputs.includes(name)) continue;
+        const nchw = nhwcToNchw(ours as tf.Tensor);
+        const r = compare(nchw, tensors[key(name)], TOL.scheduler.atol, TOL.scheduler.rtol);
+        nchw.dispose();
+        if (!r.ok) throw new Error(`${cfg}/${variant} step ${i} (t=${t}) ${name}: max |diff| ${r.maxAbs.toExponential(3)} at [${r.where}] (ours ${r.actual}, diffusers ${r.expected})`);
+      }
+      tf.dispose([xIn, mo, noise, latents, out.predOriginalSample]);
+      latents = out.prevSample;
+    }
+    latents.dispose();
+    return scheduler.timesteps.length;
+  } finally {
+    tf.dispose(Object.values(tensors));
+  }
+}
+
+function expectResolved(config: Record<string, unknown>, ref: Record<string, unknown>): void {
+  const { _use_default_values: ours, ...oursRest } = config;
+  const { _use_default_values: theirs, ...theirsRest } = ref;
+  expect(oursRest).toEqual(theirsRest);
+  expect([...((ours as string[]) ?? [])].sort()).toEqual([...(theirs as string[])].sort());
+}
+
+describe("HeunDiscreteScheduler: config and schedules", () => {
+  for (const cfg of CFG_NAMES) {
+    it(`${cfg}: resolved config equals diffusers'; swaps through every other class keep _use_default_values`, () => {
+      expectResolved(HeunDiscreteScheduler.fromConfig(rawConfig(cfg)).config, resolved[cfg][NAME]);
+      for (const Src of SOURCES) {
+        expectResolved(HeunDiscreteScheduler.fromConfig(Src.fromConfig(rawConfig(cfg)).config).config, resolved[cfg][NAME]);
+      }
+    });
+
+    it(`${cfg}: set_timesteps(N) for N in {1,4,10,20,25,50}: repeated float32 timesteps and sigmas, init_noise_sigma, order 2`, () => {
+      const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
+      const ref = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers[NAME].steps;
+      const s = HeunDiscreteScheduler.fromConfig(rawConfig(cfg));
+      expect(s.numInferenceSteps).toBe(1000); // the constructor's schedule, as diffusers
+      expect(s.timesteps.length).toBe(1999);
+      for (const n of [1, 4, 10, 20, 25, 50]) {
+        s.setTimesteps(n);
+        expect(s.timesteps.length).toBe(2 * n - 1);
+        expect(s.timesteps).toEqual(ref[n].timesteps);
+        expect(firstDiff(s.timesteps, tens[`${NAME}/steps${n}/timesteps`].dataSync())).toBeNull();
+        expect(firstDiff(s.sigmas, tens[`${NAME}/steps${n}/sigmas`].dataSync())).toBeNull();
+        expect(s.initNoiseSigma).toBe(ref[n].init_noise_sigma);
+        expect(s.order).toBe(2);
+        expect(s.order).toBe(ref[n].order);
+      }
+      tf.dispose(Object.values(tens));
+    });
+  }
+
+  it("exp beta schedule, karras sigmas, errors, registry", () => {
+    const e = HeunDiscreteScheduler.fromConfig({ beta_schedule: "exp" });
+    expect(Array.from(e.betas)).toEqual(Array.from(betasForAlphaBar(1000, 0.999, "exp")));
+    const k = HeunDiscreteScheduler.fromConfig(rawConfig("sd15"), { use_karras_sigmas: true });
+    k.setTimesteps(4);
+    expect(k.timesteps.length).toBe(7);
+    expect(k.timesteps[1]).toBe(k.timesteps[2]);
+    expect(k.sigmas.length).toBe(8);
+    expect(k.sigmas[7]).toBe(0);
+    expect(() => HeunDiscreteScheduler.fromConfig({ beta_schedule: "sigmoid" })).toThrow(/"beta_schedule" is "sigmoid"/);
+    expect(() => HeunDiscreteScheduler.fromConfig({ prediction_type: "x0" })).toThrow(/"prediction_type" is "x0"/);
+    expect(HeunDiscreteScheduler.compatibles).toEqual([...KarrasDiffusionSchedulers]);
+    expect(getSchedulerClass(NAME)).toBe(HeunDiscreteScheduler);
+  });
+});
+
+describe("HeunDiscreteScheduler: 10-step trajectories vs diffusers (19 model evaluations)", () => {
+  for (const cfg of CFG_NAMES) {
+    it(cfg, () => {
+      const s = HeunDiscreteScheduler.fromConfig(rawConfig(cfg));
+      const before = tf.memory().numTensors;
+      expect(runSigmaTrajectory(cfg, NAME, s)).toBe(19);
+      // the last call is a first-order (Euler) step to sigma 0: diffusers keeps its state, so do we
+      expect(s.stateInFirstOrder).toBe(false);
+      expect(tf.memory().numTensors).toBe(before + 2);
+      s.dispose();
+      expect(s.stateInFirstOrder).toBe(true);
+      expect(tf.memory().numTensors).toBe(before);
+    });
+  }
+});
+
+describe("HeunDiscreteScheduler: step", () => {
+  const shape = [1, 4, 4, 3];
+  const mk = (seed: number) => tf.randomNormal(shape, 0, 1, "float32", seed);
+
+  it("two stages = Karras Alg. 1: x + (s1 - s0) (d(x, s0) + d(x', s1)) / 2; clip_sample; prediction types", () => {
+    const x = mk(1);
+    const model = (xs: tf.Tensor) => tf.tidy(() => tf.add(tf.mul(xs, 0.3), 0.1));
+    const s = HeunDiscreteScheduler.fromConfig(rawConfig("sd15"));
+    s.setTimesteps(10);
+    const [s0, s1] = [s.sigmas[0], s.sigmas[1]];
+    expect(s.stateInFirstOrder).toBe(true);
+    const m0 = model(x);
+    const a = s.step(m0, s.timesteps[0], x);
+    expect(s.stateInFirstOrder).toBe(false);
+    const m1 = model(a.prevSample);
+    const b = s.step(m1, s.timesteps[1], a.prevSample);
+    expect(s.stateInFirstOrder).toBe(true);
+    expect(s.stepIndex).toBe(2);
+    // epsilon model: d = eps; Euler predictor then trapezoid
+    const xp = tf.add(x, tf.mul(m0, s1 - s0));
+    expectClose(a.prevSample, xp, 1e-5, 1e-5);
+    const xn = tf.add(x, tf.mul(tf.div(tf.add(m0, m1), 2), s1 - s0));
+    expectClose(b.prevSample, xn, 1e-5, 1e-5);
+    expect("predOriginalSample" in b).toBe(false); // SchedulerOutput, as diffusers
+    // clip_sample: x_0 clipped to +-range, so d = (x - clip(x - sigma eps)) / sigma
+    const c = HeunDiscreteScheduler.fromConfig(rawConfig("sd15"), { clip_sample: true, clip_sample_range: 0.5 });
+    c.setTimesteps(10);
+    const big = tf.mul(x, 10);
+    const co = c.step(m0, c.timesteps[0], big);
+    const x0c = tf.clipByValue(tf.sub(big, tf.mul(m0, s0)), -0.5, 0.5);
+    const exp = tf.add(big, tf.mul(tf.div(tf.sub(big, x0c), s0), s1 - s0));
+    expectClose(co.prevSample, exp, 1e-4, 1e-5);
+    // sample prediction: x_0 = model output; v-prediction uses sigma_next in the second stage
+    const sp = HeunDiscreteScheduler.fromConfig(rawConfig("sd15"), { prediction_type: "sample" });
+    sp.setTimesteps(10);
+    const so = sp.step(m0, sp.timesteps[0], x);
+    expectClose(so.prevSample, tf.add(x, tf.mul(tf.div(tf.sub(x, m0), s0), s1 - s0)), 1e-5, 1e-5);
+    const vp = HeunDiscreteScheduler.fromConfig(rawConfig("sd15"), { prediction_type: "v_prediction" });
+    vp.setTimesteps(10);
+    const v1 = vp.step(m0, vp.timesteps[0], x);
+    const v2 = vp.step(m1, vp.timesteps[1], v1.prevSample);
+    const x0v = (mo: tf.Tensor, xs: tf.Tensor, sg: number) => tf.add(tf.mul(mo, -sg / Math.sqrt(sg * sg + 1)), tf.div(xs, sg * sg + 1));
+    const d0 = tf.div(tf.sub(x, x0v(m0, x, s0)), s0);
+    const d1 = tf.div(tf.sub(v1.prevSample, x0v(m1, v1.prevSample, s1)), s1);
+    expectClose(v2.prevSample, tf.add(x, tf.mul(tf.div(tf.add(d0, d1), 2), s1 - s0)), 1e-4, 1e-5);
+    tf.dispose([x, m0, m1, a.prevSample, b.prevSample, xp, xn, big, co.prevSample, x0c, exp, so.prevSample, v1.prevSample, v2.prevSample, d0, d1]);
+    [s, c, sp, vp].forEach((q) => q.dispose());
+  });
+
+  it("setBeginIndex / a repeated timestep picks its second occurrence; step past the end throws", () => {
+    const s = HeunDiscreteScheduler.fromConfig(rawConfig("sd15"));
+    s.setTimesteps(4);
+    expect(s.indexForTimestep(s.timesteps[0])).toBe(0);
+    expect(s.indexForTimestep(666)).toBe(2); // 666 occurs at 1 and 2
+    const x = tf.zeros([1, 2, 2, 4]);
+    s.setBeginIndex(6);
+    const o = s.step(x, 0, x);
+    expect(() => s.step(x, 0, x)).toThrow(/past the last timestep/);
+    tf.dispose([x, o.prevSample]);
+    s.dispose();
+  });
+
+  it("a 1000-step loop (1999 calls) leaves tf.memory().numTensors where it started", () => {
+    const s = HeunDiscreteScheduler.fromConfig(rawConfig("sd15"));
+    s.setTimesteps(1000);
+    const gen = new Generator().manualSeed(1);
+    const before = tf.memory().numTensors;
+    let x = tf.tidy(() => tf.mul(gen.randn([1, 2, 2, 4]), s.initNoiseSigma));
+    for (const t of s.timesteps) {
+      const xIn = s.scaleModelInput(x, t);
+      const mo = tf.mul(xIn, 0.1);
+      const out = s.step(mo, t, x);
+      tf.dispose([xIn, mo, x]);
+      x = out.prevSample;
+      expect(tf.memory().numTensors).toBe(before + 1 + (s.stateInFirstOrder ? 0 : 2));
+    }
+    expect(s.stepIndex).toBe(1999);
+    x.dispose();
+    s.setTimesteps(1000); // frees the kept state
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});

@@ -87,6 +87,17 @@ describe("EulerDiscreteScheduler: config and schedules", () => {
       expectResolved(chain.config, resolved[cfg][NAME]);
     });
 
+    it(`${cfg}: explicit keys travel through swaps, defaulted ones do not; a saved config makes every key explicit`, () => {
+      const e = EulerDiscreteScheduler.fromConfig(rawConfig(cfg), { prediction_type: "v_prediction" });
+      const d = DDIMScheduler.fromConfig(e.config);
+      expect(d.config.prediction_type).toBe("v_prediction"); // overridden, so passed on
+      expect(d.config.timestep_spacing).toBe("leading"); // Euler only defaulted "linspace": DDIM uses its own default
+      expect(EulerDiscreteScheduler.fromConfig(d.config).config.timestep_spacing).toBe("linspace");
+      const saved = JSON.parse(EulerDiscreteScheduler.fromConfig(rawConfig(cfg)).toJsonString());
+      expect(saved._use_default_values).toBeUndefined();
+      expect(DDIMScheduler.fromConfig(saved).config.timestep_spacing).toBe("linspace");
+    });
+
     it(`${cfg}: training sigmas from diffusers' alphas_cumprod`, () => {
       const s = EulerDiscreteScheduler.fromConfig(rawConfig(cfg));
       const ref = trainSchedule(cfg);

@@ -22,7 +22,8 @@ import type { SchedulerMixin, SchedulerOutputWithOriginal } from "../src/schedul
 
 const NAME = "EulerDiscreteScheduler";
 const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
-const SOURCES = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
+/** Every class a config can come from (`fromConfig` only). */
+const SOURCES: { fromConfig(config: Record<string, unknown>): { config: Record<string, unknown> } }[] = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
 
 /**
  * The fixture's 10-step loop. runTrajectory (scheduler-fixtures.ts) cannot be used here: it
@@ -36,7 +37,7 @@ function runSigmaTrajectory(cfg: CfgName, variant: string, scheduler: SchedulerM
     scheduler.setTimesteps(meta.num_inference_steps);
     expect(scheduler.timesteps).toEqual(meta.timesteps);
     expect(scheduler.initNoiseSigma).toBe(meta.init_noise_sigma);
-    let latents = nchwToNhwc(tensors[`${variant}/init_latents`]);
+    let latents: tf.Tensor = nchwToNhwc(tensors[`${variant}/init_latents`]);
     for (const [i, t] of scheduler.timesteps.entries()) {
       const stepMeta = meta.steps[i];
       expect(stepMeta.timestep).toBe(t);

@@ -15,7 +15,8 @@ import { type CfgName, CFG_NAMES, fakeModel, fixtureJson, firstDiff, rawConfig }
 
 const NAME = "LMSDiscreteScheduler";
 const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
-const SOURCES = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
+/** Every class a config can come from (`fromConfig` only). */
+const SOURCES: { fromConfig(config: Record<string, unknown>): { config: Record<string, unknown> } }[] = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
 
 /**
  * Independent check of the LMS coefficients: expand the Lagrange basis polynomial into monomial
@@ -51,7 +52,7 @@ function runSigmaTrajectory(cfg: CfgName, variant: string, scheduler: SchedulerM
     scheduler.setTimesteps(meta.num_inference_steps);
     expect(scheduler.timesteps).toEqual(meta.timesteps);
     expect(scheduler.initNoiseSigma).toBe(meta.init_noise_sigma);
-    let latents = nchwToNhwc(tensors[`${variant}/init_latents`]);
+    let latents: tf.Tensor = nchwToNhwc(tensors[`${variant}/init_latents`]);
     for (const [i, t] of scheduler.timesteps.entries()) {
       const stepMeta = meta.steps[i];
       expect(stepMeta.timestep).toBe(t);

@@ -15,7 +15,8 @@ import { loadFixture } from "./helpers.js";
 
 const NAME = "PNDMScheduler";
 const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
-const SOURCES = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
+/** Every class a config can come from (`fromConfig` only). */
+const SOURCES: { fromConfig(config: Record<string, unknown>): { config: Record<string, unknown> } }[] = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
 
 function expectResolved(config: Record<string, unknown>, ref: Record<string, unknown>): void {
   const { _use_default_values: ours, ...oursRest } = config;

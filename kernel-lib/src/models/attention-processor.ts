@@ -31,7 +31,9 @@ export interface AttentionOptions {
  * (rows grouped by batch item, columns by head). Runs as 2-D matMuls per (batch, head): on wasm these use
  * XNNPACK while a batched rank-3 matMul or a transposed operand falls back to a naive loop (~35x slower).
  * The scale is applied to q (same product as torch's baddbmm alpha, on the smaller tensor).
- * `mask` (optional) is added to the scores before the softmax: [Lq, Lk] for every item, or [B, Lq, Lk].
+ * `mask` (optional) is added to the scores before the softmax: [Lq, Lk] for every item, or [B, Lq, Lk];
+ * a row count of 1 ([1, Lk] / [B, 1, Lk], diffusers' key-padding bias) is broadcast over the queries.
+ * Each head's [Lq, Lk] scores are freed as soon as the head is done (64 MB per head at 4096 tokens).
  * Returns [B*Lq, heads*d].
  */
 export function scaledDotProductAttention(
@@ -53,19 +55,32 @@ export function scaledDotProductAttention(
     const rows: tf.Tensor2D[] = [];
     for (let b = 0; b < batch; b++) {
       const outs: tf.Tensor2D[] = [];
-      const m = mask === undefined ? null : mask.rank === 2 ? mask : tf.reshape(tf.slice(mask, [b, 0, 0], [1, lq, lk]), [lq, lk]);
+      const mRows = mask === undefined ? 0 : mask.shape[mask.rank - 2];
+      const m = mask === undefined ? null : mask.rank === 2 ? mask : tf.reshape(tf.slice(mask, [b, 0, 0], [1, mRows, lk]), [mRows, lk]);
       for (let h = 0; h < heads; h++) {
-        const qh = whole ? qs : tf.slice(qs, [b * lq, h * d], [lq, d]);
-        const kh = whole ? k : tf.slice(k, [b * lk, h * d], [lk, d]);
-        const vh = whole ? v : tf.slice(v, [b * lk, h * dv], [lk, dv]);
-        const scores = tf.matMul(qh, tf.transpose(kh)); // [lq, lk]
-        const probs = tf.softmax(m === null ? scores : tf.add(scores, m));
-        outs.push(tf.matMul(probs, vh)); // [lq, dv]
+        outs.push(
+          tf.tidy(() => {
+            const qh = whole ? qs : tf.slice(qs, [b * lq, h * d], [lq, d]);
+            const kh = whole ? k : tf.slice(k, [b * lk, h * d], [lk, d]);
+            const vh = whole ? v : tf.slice(v, [b * lk, h * dv], [lk, dv]);
+            const scores = tf.matMul(qh, tf.transpose(kh)); // [lq, lk]
+            const probs = tf.softmax(m === null ? scores : tf.add(scores, m));
+            return tf.matMul(probs, vh); // [lq, dv]
+          }),
+        );
       }
       rows.push(outs.length === 1 ? outs[0] : tf.concat(outs, 1));
     }
     return rows.length === 1 ? rows[0] : tf.concat(rows, 0);
   });
+}
+
+/** Per-call inputs of Attention.forward (diffusers' attention_mask and cross_attention_kwargs). */
+export interface AttentionForwardOptions {
+  /** Additive bias on the scores, [B, 1 | Lq, Lk] (0 keep, -10000 drop), as diffusers prepares attention masks. */
+  attentionMask?: tf.Tensor3D | null;
+  /** cross_attention_kwargs.scale: the LoRA scale. Plain projections have no LoRA layers and ignore it. */
+  scale?: number;
 }
 
 export class Attention extends Module {
@@ -108,7 +123,7 @@ export class Attention extends Module {
    * hiddenStates: NHWC [B, H, W, C] or tokens [B, L, C]; encoderHiddenStates [B, Lk, cross_attention_dim] for
    * cross-attention. Returns the same shape as hiddenStates.
    */
-  forward<T extends tf.Tensor3D | tf.Tensor4D>(hiddenStates: T, encoderHiddenStates?: tf.Tensor3D | null): T {
+  forward<T extends tf.Tensor3D | tf.Tensor4D>(hiddenStates: T, encoderHiddenStates?: tf.Tensor3D | null, opts: AttentionForwardOptions = {}): T {
     return tf.tidy(() => {
       const residual = hiddenStates;
       const batch = hiddenStates.shape[0];
@@ -120,7 +135,11 @@ export class Attention extends Module {
       const q = this.to_q.forward(tokens);
       const k = this.to_k.forward(context);
       const v = this.to_v.forward(context);
-      const attn = scaledDotProductAttention(q, k, v, batch, this.heads, this.scale);
+      const mask = opts.attentionMask ?? undefined;
+      if (mask && (mask.shape[0] !== batch || mask.shape[2] !== k.shape[0] / batch)) {
+        throw new Error(`Attention: attention mask of shape [${mask.shape}] does not fit a batch of ${batch} with ${k.shape[0] / batch} key tokens (expected [${batch}, 1, ${k.shape[0] / batch}])`);
+      }
+      const attn = scaledDotProductAttention(q, k, v, batch, this.heads, this.scale, mask);
       let out: tf.Tensor = tf.reshape(this.to_out.items[0].forward(attn), [...hiddenStates.shape.slice(0, -1), -1]);
       if (this.residualConnection) out = tf.add(out, residual);
       if (this.rescaleOutputFactor !== 1) out = tf.div(out, this.rescaleOutputFactor);

@@ -8,7 +8,7 @@
 // share: the sigma schedule (float32 as torch, numpy's float64 interp), Karras sigmas, the step
 // index bookkeeping and add_noise (diffusers repeats that code in every class).
 import * as tf from "@tensorflow/tfjs";
-import { type Config, type ConfigSpec, ConfigError, oneOf } from "../io/config.js";
+import { type Config, type ConfigSpec, oneOf } from "../io/config.js";
 import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,

@@ -32,3 +32,8 @@ export * from "./pipelines/pipeline-loading.js";
 export * from "./pipelines/pipeline-ddpm.js";
 export * from "./pipelines/diffusion-pipeline.js";
 export * from "./tokenizers/clip.js";
+export * from "./schedulers/scheduling-euler-discrete.js";
+export * from "./schedulers/scheduling-euler-ancestral-discrete.js";
+export * from "./schedulers/scheduling-lms-discrete.js";
+export * from "./schedulers/scheduling-heun-discrete.js";
+export * from "./schedulers/scheduling-pndm.js";

@@ -6,6 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { hubFileDownload, tryHubFile, type HubOptions } from "../hub/index.js";
+import { backendReport } from "../runtime/backend.js";
 import { configToJson, readConfigFile, resolveConfig, type Config, type ConfigSpec } from "../io/config.js";
 import { readSafetensorsArrays, saveSafetensors, type RawTensor, type SaveDtype } from "../io/safetensors.js";
 import { readTorchBin } from "../io/torch-bin.js";
@@ -73,6 +74,7 @@ export abstract class ModelMixin extends Module {
    */
   static async fromPretrained<M extends ModelMixin>(this: ModelClass<M>, idOrPath: string, opts: ModelLoadOptions = {}): Promise<M> {
     const { variant, useSafetensors, ...hub } = opts;
+    await backendReport(); // the fastest backend that loads, unless the caller chose one already
     const config = readConfigFile(await hubFileDownload(idOrPath, CONFIG_NAME, hub));
     const candidates = [
       ...(useSafetensors === false ? [] : [addVariant(this.safetensorsWeightsName ?? SAFETENSORS_WEIGHTS_NAME, variant)]),

@@ -133,9 +133,18 @@ export async function initBackend(opts: { prefer?: BackendChoice; force?: boolea
   return report;
 }
 
-/** The report of the backend in use (initialising it if needed). */
+/**
+ * The report of the backend in use. When the kit has not chosen one yet: keep a backend the user
+ * already set with tf.setBackend, otherwise pick the best (initBackend).
+ */
 export async function backendReport(): Promise<BackendReport> {
-  return current ?? initBackend();
+  if (current) return current;
+  const active = (tf.engine() as unknown as { backendName: string | null }).backendName;
+  if (active) {
+    current = { backend: active, device: "cpu", description: `${active} (set with tf.setBackend before the kit chose)`, attempts: [] };
+    return current;
+  }
+  return initBackend();
 }
 
 /** Human-readable explanation: the backend in use and why each better one was not taken. */

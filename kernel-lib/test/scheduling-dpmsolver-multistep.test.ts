@@ -89,8 +89,8 @@ describe("DPMSolverMultistepScheduler: 10-step trajectories vs diffusers", () =>
 });
 
 // ---------------------------------------------------------------------------------------------
-// Options without fixtures: a float64 re-derivation of the update rules (Lu et al. 2022,
-// DPM-Solver eq. 3.7 / Alg. 2-3; DPM-Solver++ Alg. 2; SDE-DPM-Solver++ sec. 5) run on plain arrays.
+// Options without fixtures: a float64 re-derivation of the update rules (Lu et al. 2022:
+// multistep DPM-Solver-1/2/3, DPM-Solver++(1/2M/3M) and the SDE variants) run on plain arrays.
 
 type Arr = Float64Array;
 const SHAPE = [1, 4, 4, 3];
@@ -347,6 +347,12 @@ describe("DPMSolverMultistepScheduler: schedules and config", () => {
     expect(cos.timesteps).toEqual(multistepTimesteps("X", "linspace", 1000 - below, 1000 - below, 1000, 10, 0));
     expect(cos.timesteps[0]).toBe(999 - below);
     expect(DPMSolverMultistepScheduler.fromConfig({ lambda_min_clipped: "-inf" }).config.lambda_min_clipped).toBe("-inf");
+    // JSON has no -Infinity: a saved config holds null, which reads back as -inf
+    const saved = JSON.parse(DPMSolverMultistepScheduler.fromConfig(sd).toJsonString());
+    expect(saved.lambda_min_clipped).toBeNull();
+    const back = DPMSolverMultistepScheduler.fromConfig(saved);
+    back.setTimesteps(10);
+    expect(back.timesteps).toEqual([999, 899, 799, 699, 599, 500, 400, 300, 200, 100]);
     expect(() => DPMSolverMultistepScheduler.fromConfig({ lambda_min_clipped: "low" })).toThrow(/lambda_min_clipped/);
     expect(parseLambdaMinClipped("X", null)).toBe(-Infinity);
 

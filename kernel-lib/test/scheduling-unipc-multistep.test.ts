@@ -67,7 +67,7 @@ describe("UniPCMultistepScheduler: 10-step trajectories vs diffusers", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Options without fixtures: UniP / UniC (Zhao et al. 2023, Algorithms 1-2, B(h) forms) re-derived in
+// Options without fixtures: UniP / UniC (Zhao et al. 2023, B(h) forms) re-derived in
 // float64 on plain arrays, with a float64 Gaussian elimination for the rho systems.
 
 type Arr = Float64Array;

@@ -449,7 +449,7 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
     return { a, s, l: lambdaOf(a, s) };
   }
 
-  /** First-order update (= DDIM for ++; Lu et al. DPM-Solver-1 eq. 3.7 / DPM-Solver++ eq. 5 family). */
+  /** First-order update: DPM-Solver-1 / DPM-Solver++(1), both = DDIM (Lu et al. 2022); SDE forms add fresh noise. */
   private firstOrder(m0: tf.Tensor, sample: tf.Tensor, noise: tf.Tensor | null): tf.Tensor {
     const k = this._stepIndex as number;
     const t = this.at(k + 1);
@@ -482,7 +482,7 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
     });
   }
 
-  /** Second-order multistep update (DPM-Solver++(2M), Lu et al. 2022 "DPM-Solver++" Algorithm 2; heun / SDE variants). */
+  /** Second-order multistep update: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) and its DPM-Solver / heun / SDE forms. */
   private secondOrder(sample: tf.Tensor, noise: tf.Tensor | null): tf.Tensor {
     const k = this._stepIndex as number;
     const t = this.at(k + 1);
@@ -527,7 +527,7 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
     });
   }
 
-  /** Third-order multistep update (DPM-Solver++(3M) / DPM-Solver-3 multistep; ODE forms only). */
+  /** Third-order multistep update: DPM-Solver++(3M) / multistep DPM-Solver-3 (Lu et al. 2022); ODE forms only. */
   private thirdOrder(sample: tf.Tensor): tf.Tensor {
     const name = DPMSolverMultistepScheduler.className;
     const { algorithm_type: algo } = this.config;

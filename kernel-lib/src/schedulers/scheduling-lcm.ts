@@ -1,8 +1,8 @@
 // LCMScheduler (Luo et al. 2023, "Latent Consistency Models"), as diffusers 0.27.2 scheduling_lcm.py.
 // The model is a consistency function f(x_t, t) = c_skip(t) x_t + c_out(t) x_0(x_t, t) with the
-// boundary-condition scalings of Song et al. 2023 (consistency models, eq. 7 / LCM eq. 9):
+// boundary-condition scalings of consistency models (Song et al. 2023), as LCM uses them:
 // c_skip = sigma_data^2 / ((s t)^2 + sigma_data^2), c_out = s t / sqrt((s t)^2 + sigma_data^2),
-// sigma_data = 0.5, s = timestep_scaling. Multistep sampling (LCM Algorithm 1): denoise to
+// sigma_data = 0.5, s = timestep_scaling. Multistep consistency sampling: denoise to
 // f(x_t, t), then re-noise to the next timestep with fresh noise (all but the last step).
 // Timesteps are a subset of the `original_inference_steps`-step distillation schedule (the
 // config's timestep_spacing / steps_offset are not used). Float32 scalars as torch.

@@ -1,7 +1,7 @@
 // UniPCMultistepScheduler, as diffusers 0.27.2 scheduling_unipc_multistep.py: the unified
 // predictor-corrector of Zhao et al. 2023 ("UniPC"), B(h) variants bh1 (B(h) = h) and bh2
 // (B(h) = e^h - 1). Each step first corrects the previous prediction with the new model output
-// (UniC, Algorithm 2), then predicts the next sample (UniP, Algorithm 1), in the data-prediction
+// (the corrector UniC), then predicts the next sample (the predictor UniP), in the data-prediction
 // (predict_x0, like DPM-Solver++) or noise-prediction form, with h in lambda = log(alpha/sigma).
 //
 // In 0.27 the sigma table ends at sigma(t=0) (0.0292 for SD1.5), not 0: there is no
@@ -305,7 +305,7 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
   }
 
   /**
-   * The B(h)-scaled coefficients of Zhao et al. 2023 Algorithms 1-2: rks (ratios r_k = h_k / h, then 1),
+   * The B(h)-scaled coefficients of UniP / UniC (Zhao et al. 2023): rks (ratios r_k = h_k / h, then 1),
    * h phi_1(h) = e^hh - 1, B(h), and b_i = h phi_{i+1}(h) i! / B(h), hh = -h for data prediction.
    */
   private coefficients(h: number, rks: number[], order: number): { R: number[][]; b: number[]; hPhi1: number; Bh: number } {
@@ -325,7 +325,7 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
     return { R, b, hPhi1, Bh };
   }
 
-  /** UniP-p (Algorithm 1, B(h) form): predicts the sample at the next sigma from the last `order` outputs. */
+  /** UniP-p (B(h) form): predicts the sample at the next sigma from the last `order` outputs. */
   private predictor(sample: tf.Tensor, order: number): tf.Tensor {
     const k = this._stepIndex as number;
     const n = this.modelOutputs.length;
@@ -358,7 +358,7 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
     });
   }
 
-  /** UniC-p (Algorithm 2, B(h) form): corrects the last prediction `thisSample` with its model output `modelT`. */
+  /** UniC-p (B(h) form): corrects the last prediction `thisSample` with its model output `modelT`. */
   private corrector(modelT: tf.Tensor, lastSample: tf.Tensor, order: number): tf.Tensor {
     const k = this._stepIndex as number;
     const n = this.modelOutputs.length;

@@ -5,7 +5,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { CLIPTextModel, poolIndices, quickGelu, geluTanh } from "../src/models/clip-text-model.js";
+import { CLIPTextModel, clipPooledPositions } from "../src/models/clip-text-model.js";
+import { quickGelu, geluTanh } from "../src/models/layers.js";
 import { CLIPTokenizer } from "../src/tokenizers/clip.js";
 import { readSafetensorsArrays, saveSafetensors, type RawTensor } from "../src/io/safetensors.js";
 import { writeTorchBin, type WriterTensor } from "./torch-bin-writer.js";
@@ -152,12 +153,12 @@ describe("CLIPTextModel (text-encoder-tiny)", () => {
     const ids = rows(golden.input_ids);
     const special = ids.findIndex((r) => r.indexOf(EOS) < r.lastIndexOf(EOS) && r[r.indexOf(EOS) + 1] !== EOS);
     expect(special).toBeGreaterThan(0);
-    expect(poolIndices(ids[special], 1, 77, 2)).toEqual([ids[special].indexOf(EOS)]);
+    expect(clipPooledPositions(ids[special], 1, 77, 2)).toEqual([ids[special].indexOf(EOS)]);
     // legacy rule vs eos rule differ when eos is absent or not the highest id
-    expect(poolIndices([5, 9, 9, 3], 1, 4, 2)).toEqual([1]);
-    expect(poolIndices([5, 9, 7, 3], 1, 4, 7)).toEqual([2]);
-    expect(poolIndices([5, 9, 8, 3], 1, 4, 7)).toEqual([0]);
-    expect(poolIndices([1, 2, 3, 3, 2, 1], 2, 3, 2)).toEqual([2, 0]);
+    expect(clipPooledPositions([5, 9, 9, 3], 1, 4, 2)).toEqual([1]);
+    expect(clipPooledPositions([5, 9, 7, 3], 1, 4, 7)).toEqual([2]);
+    expect(clipPooledPositions([5, 9, 8, 3], 1, 4, 7)).toEqual([0]);
+    expect(clipPooledPositions([1, 2, 3, 3, 2, 1], 2, 3, 2)).toEqual([2, 0]);
   });
 
   it("pools at the first eos_token_id when the config has a non-legacy id", async () => {

@@ -9,7 +9,7 @@ import * as tf from "@tensorflow/tfjs";
 import { ConfigError, type ConfigSpec } from "../io/config.js";
 import type { SaveDtype } from "../io/safetensors.js";
 import { scaledDotProductAttention } from "./attention-processor.js";
-import { Embedding, LayerNorm, Linear, gelu, silu, type Activation } from "./layers.js";
+import { Embedding, LayerNorm, Linear, gelu, geluTanh, quickGelu, silu, type Activation } from "./layers.js";
 import { ModelMixin } from "./modeling-utils.js";
 import { Module, ModuleList } from "./module.js";
 
@@ -33,19 +33,6 @@ export interface CLIPTextConfig {
   architectures: string[] | null;
   model_type: string;
   torch_dtype: string | null;
-}
-
-/** QuickGELU (OpenAI CLIP): x * sigmoid(1.702 x). */
-export function quickGelu<T extends tf.Tensor>(x: T): T {
-  return tf.tidy(() => tf.mul(x, tf.sigmoid(tf.mul(x, 1.702))));
-}
-
-/** GELU, tanh approximation (transformers' gelu_new / gelu_pytorch_tanh). */
-export function geluTanh<T extends tf.Tensor>(x: T): T {
-  return tf.tidy(() => {
-    const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
-    return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
-  });
 }
 
 const ACT2FN: Record<string, Activation> = {
@@ -325,7 +312,7 @@ export class CLIPTextModel extends ModelMixin {
     }
 
     const maskValues = additiveMask(batch, length, pad);
-    const pooledRows = poolIndices(data, batch, length, c.eos_token_id).map((p, b) => b * length + p);
+    const pooledRows = clipPooledPositions(data, batch, length, c.eos_token_id).map((p, b) => b * length + p);
 
     return tf.tidy(() => {
       const tm = this.text_model;
@@ -383,7 +370,7 @@ function additiveMask(batch: number, length: number, pad: Int32Array | null): Fl
  * The pooled position per row (transformers 4.38): eos_token_id == 2 (legacy configs, SD 1.x) -> argmax(input_ids),
  * i.e. the first 49407 as it is CLIP's highest id; otherwise the first position holding eos_token_id (0 if none).
  */
-export function poolIndices(ids: ArrayLike<number>, batch: number, length: number, eosTokenId: number): number[] {
+export function clipPooledPositions(ids: ArrayLike<number>, batch: number, length: number, eosTokenId: number): number[] {
   const out: number[] = [];
   for (let b = 0; b < batch; b++) {
     let best = 0;

@@ -158,6 +158,19 @@ export function gelu<T extends tf.Tensor>(x: T): T {
   return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)));
 }
 
+/** GELU, tanh approximation (torch approximate="tanh", transformers gelu_new): x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))). */
+export function geluTanh<T extends tf.Tensor>(x: T): T {
+  return tf.tidy(() => {
+    const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+    return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+  });
+}
+
+/** QuickGELU (OpenAI CLIP; diffusers' ApproximateGELU): x * sigmoid(1.702 x). */
+export function quickGelu<T extends tf.Tensor>(x: T): T {
+  return tf.tidy(() => tf.mul(x, tf.sigmoid(tf.mul(x, 1.702))));
+}
+
 /** Mish: x * tanh(softplus(x)). */
 export function mish<T extends tf.Tensor>(x: T): T {
   return tf.tidy(() => tf.mul(x, tf.tanh(tf.softplus(x))));

@@ -76,10 +76,12 @@ export class Parameter {
 
   /** The value as a torch-layout float32 array (for saving). */
   toTorch(): Float32Array {
-    return tf.tidy(() => {
-      const perm = TO_TORCH[this.layout];
-      return (perm === null ? this.value : tf.transpose(this.value, perm)).dataSync() as Float32Array;
-    }).slice();
+    // not inside tf.tidy: tidy walks a returned typed array element by element (seconds for an embedding table)
+    const perm = TO_TORCH[this.layout];
+    const t = perm === null ? this.value : tf.transpose(this.value, perm);
+    const data = (t.dataSync() as Float32Array).slice();
+    if (t !== this.value) t.dispose();
+    return data;
   }
 
   /** Fresh values: fan_in ~ N(0, 1/fan_in) (keeps activations O(1)), normal ~ N(0, 1), or constants. */

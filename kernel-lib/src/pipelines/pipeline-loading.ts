@@ -3,19 +3,32 @@
 import * as fs from "node:fs";
 import { tryHubFile, type HubOptions } from "../hub/index.js";
 import { UNet2DModel } from "../models/unet-2d.js";
-import { DDPMScheduler } from "../schedulers/scheduling-ddpm.js";
-import { DDIMScheduler } from "../schedulers/scheduling-ddim.js";
+import { UNet2DConditionModel } from "../models/unet-2d-condition.js";
+import { AutoencoderKL } from "../models/autoencoder-kl.js";
+import { CLIPTextModel } from "../models/clip-text-model.js";
+import { CLIPTokenizer } from "../tokenizers/clip.js";
+import { getSchedulerClass, registeredSchedulers, SCHEDULER_CONFIG_NAME } from "../schedulers/scheduling-utils.js";
+import "../schedulers/index.js"; // every scheduler class registers itself
 
 export interface LoadOptions extends HubOptions { variant?: string }
 
 interface Loadable { fromPretrained(idOrPath: string, opts?: LoadOptions): Promise<unknown> }
 
-/** Component classes by their diffusers/transformers name; later issues add SD's parts here. */
+/** Model and tokenizer classes by their diffusers/transformers name, with the file that marks their folder. */
 export const COMPONENT_CLASSES: Record<string, { file: string; cls: Loadable }> = {
   UNet2DModel: { file: "config.json", cls: UNet2DModel as unknown as Loadable },
-  DDPMScheduler: { file: "scheduler_config.json", cls: DDPMScheduler as unknown as Loadable },
-  DDIMScheduler: { file: "scheduler_config.json", cls: DDIMScheduler as unknown as Loadable },
+  UNet2DConditionModel: { file: "config.json", cls: UNet2DConditionModel as unknown as Loadable },
+  AutoencoderKL: { file: "config.json", cls: AutoencoderKL as unknown as Loadable },
+  CLIPTextModel: { file: "config.json", cls: CLIPTextModel as unknown as Loadable },
+  CLIPTokenizer: { file: "vocab.json", cls: CLIPTokenizer as unknown as Loadable },
 };
+
+/** A component class: a model/tokenizer above, or any registered scheduler. */
+function componentClass(name: string): { file: string; cls: Loadable } | undefined {
+  const sched = getSchedulerClass(name);
+  if (sched) return { file: SCHEDULER_CONFIG_NAME, cls: sched as unknown as Loadable };
+  return COMPONENT_CLASSES[name];
+}
 
 export type ModelIndex = Record<string, unknown> & { _class_name: string };
 
@@ -45,9 +58,9 @@ export async function loadPipelineComponents(idOrPath: string, names: string[], 
       throw new Error(`${idOrPath}/model_index.json has no component "${name}" (it lists: ${Object.keys(index).filter((k) => !k.startsWith("_")).join(", ")})`);
     }
     const className = entry[1] as string;
-    const known = COMPONENT_CLASSES[className];
+    const known = componentClass(className);
     if (!known) {
-      throw new Error(`${idOrPath}/model_index.json: component "${name}" is a ${className}, which this kit cannot load (supported: ${Object.keys(COMPONENT_CLASSES).join(", ")})`);
+      throw new Error(`${idOrPath}/model_index.json: component "${name}" is a ${className}, which this kit cannot load (supported: ${[...Object.keys(COMPONENT_CLASSES), ...registeredSchedulers()].join(", ")})`);
     }
     const inSub = await tryHubFile(idOrPath, known.file, { ...opts, subfolder: name });
     const subfolder = inSub ? name : (await tryHubFile(idOrPath, known.file, { ...opts, subfolder: undefined })) ? undefined : name;

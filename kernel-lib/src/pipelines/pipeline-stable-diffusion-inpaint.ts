@@ -1,0 +1,111 @@
+// StableDiffusionInpaintPipeline (diffusers/pipelines/stable_diffusion/pipeline_stable_diffusion_inpaint.py):
+// repaint where the mask is white. 9-channel inpainting UNets (runwayml/stable-diffusion-inpainting) see
+// [latents, mask, masked-picture latents]; ordinary 4-channel UNets get the known region blended back
+// after every step: z = (1 − m)·q(z_known at the next t) + m·z (RePaint-style mask blending).
+import * as tf from "@tensorflow/tfjs";
+import { randnTensor } from "../random/generator.js";
+import { StableDiffusionImg2ImgPipeline, img2imgTimesteps } from "./pipeline-stable-diffusion-img2img.js";
+import type { StableDiffusionCallOptions, StableDiffusionOutput } from "./pipeline-stable-diffusion.js";
+import { binarizeMask, checkPictureSize, normalize, toPictureTensor } from "./image-processor.js";
+import { postprocessImages } from "./pipeline-utils.js";
+
+export interface InpaintCallOptions extends Omit<StableDiffusionCallOptions, "height" | "width" | "latents"> {
+  image: tf.Tensor | Uint8Array | string;
+  /** white (>= 0.5) = repaint, black = keep; [1,H,W,1] or [1,H,W,3] in [0,1], bytes or a path */
+  maskImage: tf.Tensor | Uint8Array | string;
+  /** default 1.0 (start from pure noise inside the mask) */
+  strength?: number;
+  /**
+   * Paste the original pixels back outside the mask after decoding (diffusers does this only with
+   * padding_mask_crop; the VAE otherwise changes unmasked pixels slightly). Default true.
+   */
+  keepUnmaskedPixels?: boolean;
+}
+
+/** Nearest-neighbour downsampling of a 0/1 mask to the latent grid (torch F.interpolate, mode "nearest"). */
+function maskToLatent(mask: tf.Tensor4D, h: number, w: number): tf.Tensor4D {
+  return tf.tidy(() => tf.image.resizeNearestNeighbor(mask, [h, w], false, false) as tf.Tensor4D);
+}
+
+export class StableDiffusionInpaintPipeline extends StableDiffusionImg2ImgPipeline {
+  override async generate(opts: InpaintCallOptions & { outputType: "np" | "tensor" | "latent" }): Promise<StableDiffusionOutput<tf.Tensor4D>>;
+  override async generate(opts: InpaintCallOptions): Promise<StableDiffusionOutput>;
+  override async generate(opts: InpaintCallOptions): Promise<StableDiffusionOutput> {
+    const strength = opts.strength ?? 1.0;
+    if (!(strength > 0 && strength <= 1)) throw new Error(`strength must be in (0, 1]; got ${strength}`);
+    const unetChannels = this.unet.config.in_channels as number;
+    const latentChannels = this.vae.config.latent_channels as number;
+    if (unetChannels !== latentChannels && unetChannels !== 2 * latentChannels + 1) {
+      throw new Error(`the UNet takes ${unetChannels} input channels: inpainting needs ${latentChannels} (mask blending) or ${2 * latentChannels + 1} (an inpainting UNet)`);
+    }
+    const picture = await toPictureTensor(opts.image);
+    const rawMask = await toPictureTensor(opts.maskImage, "maskImage");
+    const owned: tf.Tensor[] = [picture, rawMask];
+    try {
+      checkPictureSize(picture, this.vaeScaleFactor);
+      if (rawMask.shape[1] !== picture.shape[1] || rawMask.shape[2] !== picture.shape[2]) {
+        throw new Error(`maskImage is ${rawMask.shape[2]}x${rawMask.shape[1]} but image is ${picture.shape[2]}x${picture.shape[1]}: they must match`);
+      }
+    } catch (e) { tf.dispose(owned); throw e; }
+    const mask = binarizeMask(rawMask);
+    const x = normalize(picture);
+    const masked = tf.tidy(() => tf.mul(x, tf.sub(1, mask)) as tf.Tensor4D); // masked_image = image · (mask < 0.5)
+    owned.push(mask, x, masked);
+
+    const { embeds, batch, doCfg, guidance } = this.prepareText(opts);
+    const n = opts.numInferenceSteps ?? 50;
+    this.scheduler.setTimesteps(n);
+    const { timesteps, tStart } = img2imgTimesteps(this.scheduler.timesteps, n, strength, this.scheduler.order);
+    const isStrengthMax = strength === 1.0;
+    const [, H, W] = picture.shape;
+    const h = H / this.vaeScaleFactor, w = W / this.vaeScaleFactor;
+
+    // random draws in diffusers' order: picture latents (if needed), start noise, masked-picture latents
+    const needImageLatents = unetChannels === latentChannels || !isStrengthMax;
+    const imageLatents = needImageLatents ? this.encodeImageLatents(x, batch, opts.generator) : null;
+    const noise = tf.tidy(() => tf.transpose(randnTensor([batch, latentChannels, h, w], { generator: opts.generator }), [0, 2, 3, 1]) as tf.Tensor4D);
+    owned.push(noise);
+    if (imageLatents) owned.push(imageLatents);
+    let latents = isStrengthMax
+      ? tf.tidy(() => tf.mul(noise, this.scheduler.initNoiseSigma) as tf.Tensor4D)
+      : (this.scheduler.addNoise(imageLatents!, noise, Array(batch).fill(timesteps[0])) as tf.Tensor4D);
+    const maskedLatents = this.encodeImageLatents(masked, batch, opts.generator);
+    const latentMask = tf.tidy(() => tf.tile(maskToLatent(mask, h, w), [batch, 1, 1, 1]) as tf.Tensor4D);
+    owned.push(maskedLatents, latentMask);
+
+    let extraInput: tf.Tensor4D | undefined;
+    let afterStep: ((i: number, z: tf.Tensor4D) => tf.Tensor4D) | undefined;
+    if (unetChannels !== latentChannels) {
+      extraInput = tf.tidy(() => {
+        const e = tf.concat([latentMask, maskedLatents], 3);
+        return (doCfg ? tf.concat([e, e], 0) : e) as tf.Tensor4D;
+      });
+      owned.push(extraInput);
+    } else {
+      afterStep = (i, z) => {
+        const blended = tf.tidy(() => {
+          let known: tf.Tensor = imageLatents!;
+          if (i < timesteps.length - 1) known = this.scheduler.addNoise(imageLatents!, noise, Array(batch).fill(timesteps[i + 1]));
+          return tf.add(tf.mul(tf.sub(1, latentMask), known), tf.mul(latentMask, z)) as tf.Tensor4D;
+        });
+        z.dispose();
+        return blended;
+      };
+    }
+    (this.scheduler as { setBeginIndex?: (i: number) => void }).setBeginIndex?.(tStart * this.scheduler.order);
+    try {
+      latents = await this.denoise(latents, timesteps, embeds, opts, { guidance, doCfg, afterStep, extraInput });
+    } catch (e) { tf.dispose(owned); throw e; }
+    const outputType = opts.outputType ?? "png";
+    if (outputType === "latent") { tf.dispose(owned); return { images: latents }; }
+    let pictures = this.decodeLatents(latents);
+    latents.dispose();
+    if (opts.keepUnmaskedPixels ?? true) {
+      const pasted = tf.tidy(() => tf.add(tf.mul(mask, pictures), tf.mul(tf.sub(1, mask), picture)) as tf.Tensor4D);
+      pictures.dispose();
+      pictures = pasted;
+    }
+    tf.dispose(owned);
+    return { images: await postprocessImages(pictures, outputType) };
+  }
+}

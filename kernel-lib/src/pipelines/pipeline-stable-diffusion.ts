@@ -1,0 +1,302 @@
+// StableDiffusionPipeline (diffusers/pipelines/stable_diffusion/pipeline_stable_diffusion.py):
+// text -> CLIP embeddings; Gaussian latents; a denoising loop on the latents with classifier-free
+// guidance (Ho & Salimans 2022): eps = eps_uncond + w (eps_cond - eps_uncond); then the VAE decodes
+// latents / scaling_factor into pixels (Rombach et al. 2022).
+import * as tf from "@tensorflow/tfjs";
+import { randnTensor, type Generator } from "../random/generator.js";
+import type { UNet2DConditionModel } from "../models/unet-2d-condition.js";
+import type { AutoencoderKL } from "../models/autoencoder-kl.js";
+import type { CLIPTextModel } from "../models/clip-text-model.js";
+import type { CLIPTokenizer } from "../tokenizers/clip.js";
+import type { SchedulerMixin } from "../schedulers/scheduling-utils.js";
+import { DiffusionPipelineBase, postprocessImages, type OutputType } from "./pipeline-utils.js";
+import { loadPipelineComponents, type LoadOptions } from "./pipeline-loading.js";
+import { LivePreview } from "../display/preview.js";
+
+export interface StableDiffusionComponents {
+  vae: AutoencoderKL;
+  textEncoder: CLIPTextModel;
+  tokenizer: CLIPTokenizer;
+  unet: UNet2DConditionModel;
+  scheduler: SchedulerMixin;
+}
+
+/** What a step-end callback sees and may replace (diffusers' callback_on_step_end tensor inputs). */
+export interface StepEndState { latents: tf.Tensor4D; promptEmbeds: tf.Tensor3D }
+
+export interface StableDiffusionCallOptions {
+  prompt?: string | string[];
+  negativePrompt?: string | string[];
+  height?: number;
+  width?: number;
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  numImagesPerPrompt?: number;
+  /** one Generator, or one per picture (batch × numImagesPerPrompt) */
+  generator?: Generator | Generator[];
+  /** start latents [B, h/8, w/8, 4] (NHWC); multiplied by the scheduler's initNoiseSigma as in diffusers */
+  latents?: tf.Tensor4D;
+  promptEmbeds?: tf.Tensor3D;
+  negativePromptEmbeds?: tf.Tensor3D;
+  /** DDIM's eta (ignored by schedulers without it) */
+  eta?: number;
+  /** "png" (one PNG per picture), "np"/"tensor" (float [B,H,W,3] in [0,1]), "latent" (the final latents) */
+  outputType?: OutputType | "latent";
+  /** LoRA scale and other attention options, as diffusers' cross_attention_kwargs */
+  crossAttentionKwargs?: { scale?: number };
+  /** called after each scheduler step; return a partial state to replace latents / embeddings, or false to stop */
+  callbackOnStepEnd?: (step: number, t: number, state: StepEndState) => void | false | Partial<StepEndState> | Promise<void | false | Partial<StepEndState>>;
+  /** redraw a live preview (decoded) every N steps in a notebook; 0 = off */
+  previewEvery?: number;
+}
+
+/** What the shared loop needs besides the call options. */
+export interface DenoiseContext {
+  guidance: number;
+  doCfg: boolean;
+  /** blends known latents back in after each step (receives and returns owned tensors) */
+  afterStep?: (i: number, latents: tf.Tensor4D) => tf.Tensor4D;
+  /** extra UNet input channels (already doubled under CFG), appended after scaleModelInput */
+  extraInput?: tf.Tensor4D;
+}
+
+export interface StableDiffusionOutput<T = tf.Tensor4D | Buffer[]> { images: T }
+
+function asList(x: string | string[]): string[] {
+  return typeof x === "string" ? [x] : x;
+}
+
+/** [b, ...] -> [b*n, ...], each item repeated n times in a row (torch: repeat(1, n, 1).view(b*n, ...)). */
+function repeatEach<T extends tf.Tensor>(x: T, n: number): T {
+  if (n === 1) return tf.clone(x);
+  return tf.tidy(() => {
+    const [b, ...rest] = x.shape;
+    return tf.reshape(tf.tile(tf.expandDims(x, 1), [1, n, ...rest.map(() => 1)]), [b * n, ...rest]) as T;
+  });
+}
+
+export class StableDiffusionPipeline extends DiffusionPipelineBase {
+  vae: AutoencoderKL;
+  textEncoder: CLIPTextModel;
+  tokenizer: CLIPTokenizer;
+  unet: UNet2DConditionModel;
+  scheduler: SchedulerMixin;
+  /** Components the pipeline loads from model_index.json (its keys, in diffusers' names). */
+  static readonly componentNames = ["vae", "text_encoder", "tokenizer", "unet", "scheduler"];
+
+  constructor({ vae, textEncoder, tokenizer, unet, scheduler }: StableDiffusionComponents) {
+    super();
+    this.vae = vae;
+    this.textEncoder = textEncoder;
+    this.tokenizer = tokenizer;
+    this.unet = unet;
+    this.scheduler = scheduler;
+  }
+
+  /** Loads a Stable Diffusion folder or repo (model_index.json + vae/ text_encoder/ tokenizer/ unet/ scheduler/). */
+  static async fromPretrained<P extends StableDiffusionPipeline>(this: new (c: StableDiffusionComponents) => P, idOrPath: string, opts: LoadOptions = {}): Promise<P> {
+    const parts = await loadPipelineComponents(idOrPath, StableDiffusionPipeline.componentNames, opts);
+    return new this({
+      vae: parts.vae as AutoencoderKL,
+      textEncoder: parts.text_encoder as CLIPTextModel,
+      tokenizer: parts.tokenizer as CLIPTokenizer,
+      unet: parts.unet as UNet2DConditionModel,
+      scheduler: parts.scheduler as SchedulerMixin,
+    });
+  }
+
+  /** 2^(levels - 1): 8 for SD's VAE. */
+  get vaeScaleFactor(): number {
+    return 2 ** ((this.vae.config.block_out_channels as number[]).length - 1);
+  }
+
+  /** The CLIP embeddings [b, 77, d] of texts, padded/truncated to the tokenizer's 77 tokens. */
+  encodeText(texts: string[]): tf.Tensor3D {
+    const maxLength = this.tokenizer.modelMaxLength;
+    const { inputIds } = this.tokenizer.encode(texts, { padding: "max_length", maxLength, truncation: true });
+    const untruncated = this.tokenizer.encode(texts, { padding: false, truncation: false }).inputIds;
+    untruncated.forEach((ids, i) => {
+      if (ids.length > maxLength) {
+        const cut = this.tokenizer.decode(ids.slice(maxLength - 1, -1));
+        console.warn(`The prompt ${i} was truncated: CLIP only sees ${maxLength} tokens; dropped: "${cut}"`);
+      }
+    });
+    const out = this.textEncoder.forward(inputIds);
+    out.poolerOutput.dispose(); // SD uses the per-token states only
+    return out.lastHiddenState as tf.Tensor3D;
+  }
+
+  /**
+   * diffusers' encode_prompt: prompt embeddings repeated numImagesPerPrompt times, and with CFG the
+   * negative ones first: returns [uncond; cond] (2·b·n rows) or [cond] without guidance.
+   */
+  encodePrompt(prompt: string[] | null, numImagesPerPrompt: number, doCfg: boolean, negativePrompt?: string | string[],
+    promptEmbeds?: tf.Tensor3D, negativePromptEmbeds?: tf.Tensor3D): tf.Tensor3D {
+    const cond0 = promptEmbeds ? tf.clone(promptEmbeds) : this.encodeText(prompt as string[]);
+    const batch = cond0.shape[0];
+    const cond = repeatEach(cond0, numImagesPerPrompt);
+    cond0.dispose();
+    if (!doCfg) return cond;
+    let uncond0: tf.Tensor3D;
+    if (negativePromptEmbeds) uncond0 = tf.clone(negativePromptEmbeds);
+    else {
+      const neg = negativePrompt === undefined ? Array(batch).fill("") : asList(negativePrompt);
+      if (neg.length !== batch) {
+        throw new Error(`negativePrompt has ${neg.length} entries but prompt has ${batch}: give one negative prompt per prompt, or a single string`);
+      }
+      uncond0 = this.encodeText(neg);
+    }
+    const uncond = repeatEach(uncond0, numImagesPerPrompt);
+    uncond0.dispose();
+    const both = tf.concat([uncond, cond], 0) as tf.Tensor3D; // CFG batch order: [uncond, cond]
+    tf.dispose([uncond, cond]);
+    return both;
+  }
+
+  /** Initial latents [B, h/8, w/8, C]: drawn in diffusers' NCHW order from `generator`, times initNoiseSigma. */
+  prepareLatents(batch: number, height: number, width: number, generator?: Generator | Generator[], latents?: tf.Tensor4D): tf.Tensor4D {
+    const c = this.unet.config.in_channels as number;
+    const h = height / this.vaeScaleFactor, w = width / this.vaeScaleFactor;
+    if (Array.isArray(generator) && generator.length !== batch) {
+      throw new Error(`generator: a list of ${generator.length} generators was given for ${batch} pictures (batch × numImagesPerPrompt); pass one per picture or a single Generator`);
+    }
+    return tf.tidy(() => {
+      let x: tf.Tensor4D;
+      if (latents) {
+        const want = [batch, h, w, c];
+        if (latents.shape.join() !== want.join()) {
+          throw new Error(`latents has shape [${latents.shape}] but this call needs [${want}] (NHWC: batch, height/${this.vaeScaleFactor}, width/${this.vaeScaleFactor}, ${c})`);
+        }
+        x = latents;
+      } else {
+        x = tf.transpose(randnTensor([batch, c, h, w], { generator }), [0, 2, 3, 1]) as tf.Tensor4D;
+      }
+      return tf.mul(x, this.scheduler.initNoiseSigma) as tf.Tensor4D;
+    });
+  }
+
+  /** One UNet evaluation with classifier-free guidance: eps_u + w (eps_c - eps_u) (Ho & Salimans 2022). */
+  predictNoise(latents: tf.Tensor4D, t: number, embeds: tf.Tensor3D, guidanceScale: number, doCfg: boolean,
+    crossAttentionKwargs?: { scale?: number }, extraInput?: tf.Tensor4D): tf.Tensor4D {
+    return tf.tidy(() => {
+      const doubled = doCfg ? tf.concat([latents, latents], 0) : latents;
+      let input = this.scheduler.scaleModelInput(doubled, t);
+      // inpainting UNets take [latents, mask, masked-image latents] on the channel axis
+      if (extraInput) input = tf.concat([input, extraInput], 3);
+      const eps = this.unet.forward(input as tf.Tensor4D, t, embeds, { crossAttentionKwargs }).sample;
+      if (!doCfg) return eps;
+      const [uncond, cond] = tf.split(eps, 2, 0);
+      return tf.add(uncond, tf.mul(tf.sub(cond, uncond), guidanceScale)) as tf.Tensor4D;
+    });
+  }
+
+  /** latents / scaling_factor -> VAE -> pictures in [0, 1] (diffusers: (x / 2 + 0.5).clamp(0, 1)). */
+  decodeLatents(latents: tf.Tensor4D): tf.Tensor4D {
+    const scaling = (this.vae.config.scaling_factor as number | undefined) ?? 0.18215;
+    return tf.tidy(() => {
+      const x = this.vae.decode(tf.div(latents, scaling) as tf.Tensor4D).sample;
+      return tf.clipByValue(tf.add(tf.div(x, 2), 0.5), 0, 1) as tf.Tensor4D;
+    });
+  }
+
+  protected checkSize(height: number, width: number): void {
+    for (const [name, v] of [["height", height], ["width", width]] as const) {
+      if (!Number.isInteger(v) || v <= 0 || v % 8 !== 0) {
+        throw new Error(`${name} must be a positive multiple of 8 (the VAE divides it by ${this.vaeScaleFactor}); got ${v}. Try ${Math.max(8, Math.round(v / 8) * 8)}.`);
+      }
+    }
+  }
+
+  /** Prompts, embeddings and CFG set up as diffusers does before the loop. */
+  protected prepareText(opts: StableDiffusionCallOptions): { embeds: tf.Tensor3D; batch: number; doCfg: boolean; guidance: number } {
+    const guidance = opts.guidanceScale ?? 7.5;
+    const numPer = opts.numImagesPerPrompt ?? 1;
+    if (opts.prompt === undefined && !opts.promptEmbeds) throw new Error("give a prompt or promptEmbeds");
+    if (opts.prompt !== undefined && opts.promptEmbeds) throw new Error("give either prompt or promptEmbeds, not both");
+    const prompts = opts.prompt === undefined ? null : asList(opts.prompt);
+    const batch = (prompts?.length ?? opts.promptEmbeds!.shape[0]) * numPer;
+    // diffusers: do_classifier_free_guidance = guidance_scale > 1 (and no guidance embedding)
+    const doCfg = guidance > 1 && this.unet.config.time_cond_proj_dim == null;
+    const embeds = this.encodePrompt(prompts, numPer, doCfg, opts.negativePrompt, opts.promptEmbeds, opts.negativePromptEmbeds);
+    return { embeds, batch, doCfg, guidance };
+  }
+
+  /**
+   * The shared denoising loop over `timesteps`, starting from (and taking ownership of) `latents`.
+   * `afterStep` lets img2img/inpaint blend known latents back in (it receives and returns owned tensors).
+   */
+  protected async denoise(latents: tf.Tensor4D, timesteps: number[], embeds: tf.Tensor3D, opts: StableDiffusionCallOptions,
+    ctx: DenoiseContext): Promise<tf.Tensor4D> {
+    const { guidance, doCfg, afterStep, extraInput } = ctx;
+    const bar = this.progressBar(timesteps.length);
+    const preview = opts.previewEvery ? new LivePreview({ every: opts.previewEvery, total: timesteps.length, range: "0,1" }) : null;
+    const stepKwargs: Record<string, unknown> = { generator: opts.generator };
+    if (opts.eta !== undefined) stepKwargs.eta = opts.eta;
+    try {
+      for (let i = 0; i < timesteps.length; i++) {
+        const t = timesteps[i];
+        const eps = this.predictNoise(latents, t, embeds, guidance, doCfg, opts.crossAttentionKwargs, extraInput);
+        const out = this.scheduler.step(eps, t, latents, stepKwargs);
+        eps.dispose();
+        (out as { predOriginalSample?: tf.Tensor }).predOriginalSample?.dispose();
+        latents.dispose();
+        latents = out.prevSample as tf.Tensor4D;
+        if (afterStep) latents = afterStep(i, latents);
+        if (preview && (i % opts.previewEvery! === 0 || i === timesteps.length - 1)) {
+          const pic = this.decodeLatents(latents);
+          await preview.update(i, t, pic);
+          pic.dispose();
+        }
+        bar.update(i + 1);
+        if (opts.callbackOnStepEnd) {
+          const r = await opts.callbackOnStepEnd(i, t, { latents, promptEmbeds: embeds });
+          if (r === false) break;
+          if (r && r.latents && r.latents !== latents) { latents.dispose(); latents = r.latents; }
+          if (r && r.promptEmbeds && r.promptEmbeds !== embeds) { embeds.dispose(); embeds = r.promptEmbeds; }
+        }
+      }
+    } catch (e) {
+      latents.dispose();
+      throw e;
+    } finally {
+      embeds.dispose();
+    }
+    return latents;
+  }
+
+  /** Final latents -> the requested output (takes ownership of `latents`). */
+  protected async finish(latents: tf.Tensor4D, outputType: OutputType | "latent"): Promise<StableDiffusionOutput<tf.Tensor4D | Buffer[]>> {
+    if (outputType === "latent") return { images: latents };
+    const pictures = this.decodeLatents(latents);
+    latents.dispose();
+    return { images: await postprocessImages(pictures, outputType) };
+  }
+
+  /** diffusers: `pipe(prompt, ...)`; returns `{ images }` (PNG buffers by default, a tensor for "np"/"tensor"/"latent"). */
+  async generate(opts: StableDiffusionCallOptions & { outputType: "np" | "tensor" | "latent" }): Promise<StableDiffusionOutput<tf.Tensor4D>>;
+  async generate(opts: StableDiffusionCallOptions): Promise<StableDiffusionOutput>;
+  async generate(opts: StableDiffusionCallOptions): Promise<StableDiffusionOutput> {
+    const sample = this.unet.config.sample_size as number;
+    const height = opts.height ?? sample * this.vaeScaleFactor;
+    const width = opts.width ?? sample * this.vaeScaleFactor;
+    this.checkSize(height, width);
+    const { embeds, batch, doCfg, guidance } = this.prepareText(opts);
+    this.scheduler.setTimesteps(opts.numInferenceSteps ?? 50);
+    let latents: tf.Tensor4D;
+    try {
+      latents = this.prepareLatents(batch, height, width, opts.generator, opts.latents);
+    } catch (e) {
+      embeds.dispose();
+      throw e;
+    }
+    latents = await this.denoise(latents, this.scheduler.timesteps, embeds, opts, { guidance, doCfg });
+    return this.finish(latents, opts.outputType ?? "png");
+  }
+
+  dispose(): void {
+    this.unet.dispose();
+    this.vae.dispose();
+    this.textEncoder.dispose();
+    (this.scheduler as { dispose?: () => void }).dispose?.();
+  }
+}

@@ -10,7 +10,7 @@ import { CrossAttnDownBlock2D, CrossAttnUpBlock2D, UNetMidBlock2DCrossAttn } fro
 import { Transformer2DModel, attentionMaskToBias } from "../src/models/transformer-2d.js";
 import { BasicTransformerBlock, FeedForward, GEGLU } from "../src/models/attention.js";
 import { getDownBlock } from "../src/models/unet-2d-blocks.js";
-import { gelu } from "../src/models/layers.js";
+import { gelu, getKeepPackedWeights, setKeepPackedWeights } from "../src/models/layers.js";
 import { readSafetensorsArrays, saveSafetensors } from "../src/io/safetensors.js";
 import { fixture, loadFixture, nchwToNhwc, expectClose, TOL } from "./helpers.js";
 
@@ -142,6 +142,23 @@ describe("UNet2DConditionModel (sd-tiny-pipe/unet)", () => {
     const out = model.forward(x, golden["c3_cfg_batch2_t741/timestep"], ehs, { crossAttentionKwargs: { scale: 0.5 } }).sample;
     expect(tf.memory().numTensors).toBe(before + 1);
     tf.dispose([x, out]);
+  });
+
+  it("gives the same output without kept packed weights (the low-memory mode for SD 1.5 on wasm)", () => {
+    const x = nchwToNhwc(golden["c3_cfg_batch2_t741/sample"]);
+    const ehs = golden["c3_cfg_batch2_t741/encoder_hidden_states"] as tf.Tensor3D;
+    expect(getKeepPackedWeights()).toBe(true);
+    setKeepPackedWeights(false);
+    try {
+      const before = tf.memory().numTensors;
+      const out = model.forward(x, golden["c3_cfg_batch2_t741/timestep"], ehs).sample;
+      expect(tf.memory().numTensors).toBe(before + 1);
+      expectClose(out, nchwToNhwc(golden["c3_cfg_batch2_t741/output"]), TOL.model.atol);
+      out.dispose();
+    } finally {
+      setKeepPackedWeights(true);
+    }
+    x.dispose();
   });
 
   it("accepts cross_attention_kwargs.scale (no LoRA loaded: no effect)", () => {

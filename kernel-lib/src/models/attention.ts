@@ -5,16 +5,8 @@
 // Tokens are [B, L, C]. Only norm_type "layer_norm" (the SD 1.x / 2.x / SDXL UNets) is ported.
 import * as tf from "@tensorflow/tfjs";
 import { Module, ModuleList } from "./module.js";
-import { LayerNorm, Linear, gelu } from "./layers.js";
+import { LayerNorm, Linear, gelu, geluTanh, quickGelu } from "./layers.js";
 import { Attention, type AttentionForwardOptions } from "./attention-processor.js";
-
-/** tanh approximation of GELU: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))). */
-function geluTanh<T extends tf.Tensor>(x: T): T {
-  return tf.tidy(() => {
-    const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
-    return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1)) as T;
-  });
-}
 
 /** GELU: proj = Linear(dim_in, dim_out), then gelu (exact erf, or "tanh"). */
 export class GELU extends Module {
@@ -54,10 +46,7 @@ export class ApproximateGELU extends Module {
     this.proj = this.addModule("proj", new Linear(dimIn, dimOut, bias));
   }
   forward(x: tf.Tensor2D): tf.Tensor2D {
-    return tf.tidy(() => {
-      const h = this.proj.forward(x);
-      return tf.mul(h, tf.sigmoid(tf.mul(h, 1.702))) as tf.Tensor2D;
-    });
+    return tf.tidy(() => quickGelu(this.proj.forward(x)));
   }
 }
 

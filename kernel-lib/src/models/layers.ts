@@ -8,8 +8,28 @@
 //   under another shape, or the result is wrong. Weights have one shape; activations go on the left.
 // - Reductions over non-innermost axes transpose the whole tensor first (slow); avgPool over the full
 //   H x W window reduces NHWC spatially in one fast pass, so GroupNorm uses it.
+// - XNNPACK also keeps the packed copy of every conv filter / matMul right operand it has run until that
+//   tensor is disposed: twice the weights' memory. setKeepPackedWeights(false) runs Conv2d and Linear on a
+//   throw-away copy of the weight instead (freed with its packing after the call): weights + one layer, which
+//   is what lets SD 1.5's UNet (3.2 GiB of float32) run inside wasm's 4 GiB heap. Costs a copy + re-pack per call.
 import * as tf from "@tensorflow/tfjs";
 import { Module, type Parameter } from "./module.js";
+
+let keepPackedWeights = true;
+
+/** true (default): the backend may cache packed weights (fastest); false: weights + one layer of memory (see above). */
+export function setKeepPackedWeights(keep: boolean): void {
+  keepPackedWeights = keep;
+}
+
+export function getKeepPackedWeights(): boolean {
+  return keepPackedWeights;
+}
+
+/** A weight as a conv / matMul operand: itself, or a copy freed by the caller's tidy when packed weights are not kept. */
+function weightOperand(p: Parameter): tf.Tensor {
+  return keepPackedWeights ? p.value : tf.clone(p.value);
+}
 
 /** torch padding: one number for all sides, or [top, bottom, left, right] (F.pad then padding 0). */
 export type Conv2dPadding = number | [number, number, number, number];
@@ -37,7 +57,7 @@ export class Conv2d extends Module {
     return tf.tidy(() =>
       tf.fused.conv2d({
         x,
-        filter: this.weight.value as tf.Tensor4D,
+        filter: weightOperand(this.weight) as tf.Tensor4D,
         strides: this.opts.stride ?? 1,
         pad: this.pad,
         bias: this.bias?.value,
@@ -60,7 +80,7 @@ export class Linear extends Module {
   forward<T extends tf.Tensor>(x: T): T {
     return tf.tidy(() => {
       const a = x.rank === 2 ? (x as unknown as tf.Tensor2D) : tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
-      const y = tf.fused.matMul({ a, b: this.weight.value as tf.Tensor2D, bias: this.bias?.value });
+      const y = tf.fused.matMul({ a, b: weightOperand(this.weight) as tf.Tensor2D, bias: this.bias?.value });
       return (x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), this.outFeatures])) as T;
     });
   }

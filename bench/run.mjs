@@ -112,10 +112,62 @@ if (want("load")) {
   fs.rmSync(dir, { recursive: true });
 }
 
+
+// --- Stable Diffusion 1.5 components, real configs, random weights
+async function sdCase(label, build, run, note) {
+  let model;
+  try {
+    const t0 = now();
+    model = build();
+    const buildSeconds = (now() - t0) / 1000;
+    const weightsBytes = tf.memory().numBytes;
+    const prof = await tf.profile(() => run(model));
+    let flops = 0;
+    for (const k of prof.kernels) {
+      const out = k.outputShapes[0] ?? [], inp = k.inputShapes;
+      if (k.name === "Conv2D" || k.name === "FusedConv2D") flops += 2 * out.reduce((a, b) => a * b, 1) * inp[1][0] * inp[1][1] * inp[1][2];
+      else if (k.name === "MatMul" || k.name === "BatchMatMul" || k.name === "_FusedMatMul") {
+        const a = inp[0];
+        flops += 2 * out.reduce((x, y) => x * y, 1) * (a[a.length - 2] === out[out.length - 2] ? a[a.length - 1] : a[a.length - 2]);
+      }
+    }
+    const secs = await timeIt(() => { const o = run(model); tf.dispose(o); }, { warmup: 0, runs: 1 });
+    results.cases[label] = { params: model.numParameters(), buildSeconds, seconds: secs, gflops: flops / 1e9, gflopsPerSec: flops / 1e9 / secs,
+      ratioToConv2d: flops / 1e9 / secs / convRate, ratioToMatMul: flops / 1e9 / secs / mmRate, weightsBytes, peakBytes: prof.peakBytes, note };
+  } catch (e) {
+    results.cases[label] = { error: String(e?.message ?? e).split("\n")[0], note: "did not run on this backend (see error)" };
+  } finally {
+    model?.dispose();
+  }
+}
+if (want("sd")) {
+  const sdCfg = (name) => JSON.parse(fs.readFileSync(path.resolve(here, `../../shared/fixtures/configs/stable-diffusion-v1-5/${name}/config.json`), "utf8"));
+  const ids = Array.from({ length: 2 }, () => Array.from({ length: 77 }, (_, i) => (i === 0 ? 49406 : i < 8 ? 320 + i : 49407)));
+  await sdCase("SD1.5 CLIPTextModel [2,77]", () => K.CLIPTextModel.fromConfig(sdCfg("text_encoder"), { init: "random", seed: 0 }),
+    (m) => { const o = m.forward(ids); o.poolerOutput.dispose(); return o.lastHiddenState; });
+  await sdCase("SD1.5 VAE decode [1,32,32,4] -> 256x256", () => K.AutoencoderKL.fromConfig(sdCfg("vae"), { init: "random", seed: 0 }),
+    (m) => { const z = tf.randomNormal([1, 32, 32, 4]); const o = m.decode(z).sample; z.dispose(); return o; });
+  if (!quick) {
+    await sdCase("SD1.5 VAE decode [1,64,64,4] -> 512x512", () => K.AutoencoderKL.fromConfig(sdCfg("vae"), { init: "random", seed: 0 }),
+      (m) => { const z = tf.randomNormal([1, 64, 64, 4]); const o = m.decode(z).sample; z.dispose(); return o; });
+  }
+  for (const [b, h] of quick ? [[2, 16]] : [[2, 32], [2, 64]]) {
+    await sdCase(`SD1.5 UNet step [${b},${h},${h},4] + text [${b},77,768]`, () => K.UNet2DConditionModel.fromConfig(sdCfg("unet"), { init: "random", seed: 0 }),
+      (m) => { const x = tf.randomNormal([b, h, h, 4]); const c = tf.randomNormal([b, 77, 768]); const o = m.forward(x, 500, c).sample; tf.dispose([x, c]); return o; },
+      "3.4 GB of float32 weights: with activations this is near the ~4 GiB wasm heap; the memory knobs (offload, slicing) make it fit");
+  }
+}
+
 // --- results file and table
 fs.mkdirSync(path.join(here, "results"), { recursive: true });
 const backendTag = report.backend + (report.device === "cuda" ? "-cuda" : "");
 const out = path.join(here, "results", `${backendTag}${quick ? "-quick" : ""}.json`);
+// a partial run (--only=...) updates its own cases in the existing results and keeps the others
+if (only && fs.existsSync(out)) {
+  const old = JSON.parse(fs.readFileSync(out, "utf8"));
+  results.cases = { ...old.cases, ...results.cases };
+  results.partialRuns = [...(old.partialRuns ?? []), { date: results.date, only }];
+}
 fs.writeFileSync(out, JSON.stringify(results, null, 2) + "\n");
 const rows = Object.entries(results.cases).map(([k, v]) => [k, v.seconds?.toFixed(3) ?? "", v.gflopsPerSec?.toFixed(1) ?? (v.mbPerSec ? `${v.mbPerSec.toFixed(0)} MB/s` : ""), v.ratioToConv2d ? `${(100 * v.ratioToConv2d).toFixed(0)}% of conv2d` : "", v.slowerThanPytorch ? `${v.slowerThanPytorch.toFixed(1)}x PyTorch time*` : ""]);
 const w = [0, 1, 2, 3, 4].map((i) => Math.max(...rows.map((r) => r[i].length), ["case", "seconds", "GFLOP/s", "vs backend", "vs PyTorch"][i].length));

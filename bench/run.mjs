@@ -53,8 +53,8 @@ const report = await K.initBackend();
 results.backend = report.description;
 console.log(K.formatBackendReport(report));
 
-// --- the backend's own primitives
-if (want("primitives")) {
+// --- the backend's own primitives (always measured when a model case runs: ratios need the same run)
+if (want("primitives") || want("unet") || want("sd")) {
   const mm = tf.tidy(() => [tf.randomNormal([1024, 1024]), tf.randomNormal([1024, 1024])]);
   const tMm = await timeIt(() => sync(tf.tidy(() => tf.matMul(mm[0], mm[1]))), { runs: 5 });
   results.cases["matMul 1024^3"] = { seconds: tMm, gflops: 2 * 1024 ** 3 / 1e9, gflopsPerSec: 2 * 1024 ** 3 / 1e9 / tMm };
@@ -169,7 +169,7 @@ if (only && fs.existsSync(out)) {
   results.partialRuns = [...(old.partialRuns ?? []), { date: results.date, only }];
 }
 fs.writeFileSync(out, JSON.stringify(results, null, 2) + "\n");
-const rows = Object.entries(results.cases).map(([k, v]) => [k, v.seconds?.toFixed(3) ?? "", v.gflopsPerSec?.toFixed(1) ?? (v.mbPerSec ? `${v.mbPerSec.toFixed(0)} MB/s` : ""), v.ratioToConv2d ? `${(100 * v.ratioToConv2d).toFixed(0)}% of conv2d` : "", v.slowerThanPytorch ? `${v.slowerThanPytorch.toFixed(1)}x PyTorch time*` : ""]);
+const rows = Object.entries(results.cases).map(([k, v]) => [k, v.seconds?.toFixed(3) ?? "", v.gflopsPerSec?.toFixed(1) ?? (v.mbPerSec ? `${v.mbPerSec.toFixed(0)} MB/s` : ""), v.ratioToConv2d ? `${(100 * v.ratioToConv2d).toFixed(0)}% of conv2d` : "", v.error ? `did not run: ${v.error.slice(0, 60)}` : v.slowerThanPytorch ? `${v.slowerThanPytorch.toFixed(1)}x PyTorch time*` : ""]);
 const w = [0, 1, 2, 3, 4].map((i) => Math.max(...rows.map((r) => r[i].length), ["case", "seconds", "GFLOP/s", "vs backend", "vs PyTorch"][i].length));
 const line = (r) => r.map((c, i) => c.padEnd(w[i])).join("  ");
 console.log("\n" + line(["case", "seconds", "GFLOP/s", "vs backend", "vs PyTorch"]));

@@ -46,8 +46,9 @@ export interface TrajectoryReport {
 
 /**
  * Runs the README's 10-step loop for `variant` (fixture key) with `scheduler`, feeding the stored
- * noise draws as `{ noise }` in call order, and checks model_input / prev_sample /
- * pred_original_sample of every step at TOL.scheduler. Fixtures are NCHW; our API is NHWC.
+ * noise draws as `{ noise }` in call order, and checks model_input / model_output / prev_sample /
+ * pred_original_sample of every step (those the fixture stores) at TOL.scheduler. Fixtures are
+ * NCHW; our API is NHWC. Returns the number of `step` calls (19 for 10-step Heun) and the worst diffs.
  */
 export function runTrajectory(
   cfg: CfgName,
@@ -57,14 +58,15 @@ export function runTrajectory(
 ): TrajectoryReport {
   const meta = fixtureJson("schedulers", `trajectories_${cfg}.json`).variants[variant];
   const tensors = loadFixture("schedulers", `trajectories_${cfg}.safetensors`);
-  const worst: Record<string, number> = { model_input: 0, prev_sample: 0, pred_original_sample: 0 };
+  const worst: Record<string, number> = { model_input: 0, model_output: 0, prev_sample: 0, pred_original_sample: 0 };
   const { atol, rtol } = TOL.scheduler;
   try {
     const n = meta.num_inference_steps as number;
     scheduler.setTimesteps(n);
     expect(scheduler.timesteps).toEqual(meta.timesteps);
     expect(scheduler.initNoiseSigma).toBe(meta.init_noise_sigma);
-    let latents = tf.tidy(() => tf.mul(nchwToNhwc(tensors[`${variant}/init_latents`]), scheduler.initNoiseSigma));
+    // the fixture stores init_latents already multiplied by init_noise_sigma (sample0 * sigma)
+    let latents: tf.Tensor = nchwToNhwc(tensors[`${variant}/init_latents`]);
     for (const [i, t] of scheduler.timesteps.entries()) {
       const stepMeta = meta.steps[i];
       expect(stepMeta.timestep).toBe(t);
@@ -77,6 +79,7 @@ export function runTrajectory(
       const out = scheduler.step(mo, t, latents, { ...stepKwargs, ...(noise ? { noise } : {}) }) as SchedulerOutputWithOriginal;
       const checks: [string, tf.Tensor][] = [
         ["model_input", xIn],
+        ["model_output", mo],
         ["prev_sample", out.prevSample],
         ["pred_original_sample", out.predOriginalSample],
       ];

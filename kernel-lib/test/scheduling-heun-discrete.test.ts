@@ -8,55 +8,14 @@ import { EulerAncestralDiscreteScheduler } from "../src/schedulers/scheduling-eu
 import { LMSDiscreteScheduler } from "../src/schedulers/scheduling-lms-discrete.js";
 import { HeunDiscreteScheduler } from "../src/schedulers/scheduling-heun-discrete.js";
 import { KarrasDiffusionSchedulers, betasForAlphaBar, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
-import type { SchedulerMixin, SchedulerOutputWithOriginal } from "../src/schedulers/scheduling-utils.js";
 import { Generator } from "../src/random/generator.js";
-import { TOL, compare, expectClose, loadFixture, nchwToNhwc, nhwcToNchw } from "./helpers.js";
-import { type CfgName, CFG_NAMES, fakeModel, fixtureJson, firstDiff, rawConfig } from "./scheduler-fixtures.js";
+import { expectClose, loadFixture } from "./helpers.js";
+import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory } from "./scheduler-fixtures.js";
 
 const NAME = "HeunDiscreteScheduler";
 const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
 /** Every class a config can come from (`fromConfig` only). */
 const SOURCES: { fromConfig(config: Record<string, unknown>): { config: Record<string, unknown> } }[] = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
-
-/**
- * The fixture's 10-step loop. runTrajectory (scheduler-fixtures.ts) cannot be used here: it
- * multiplies `init_latents` by init_noise_sigma, but the fixture stores the latents already
- * multiplied (harmless for DDPM/DDIM, whose init_noise_sigma is 1). Same checks otherwise.
- */
-function runSigmaTrajectory(cfg: CfgName, variant: string, scheduler: SchedulerMixin): number {
-  const meta = fixtureJson("schedulers", `trajectories_${cfg}.json`).variants[variant];
-  const tensors = loadFixture("schedulers", `trajectories_${cfg}.safetensors`);
-  try {
-    scheduler.setTimesteps(meta.num_inference_steps);
-    expect(scheduler.timesteps).toEqual(meta.timesteps);
-    expect(scheduler.initNoiseSigma).toBe(meta.init_noise_sigma);
-    let latents: tf.Tensor = nchwToNhwc(tensors[`${variant}/init_latents`]);
-    for (const [i, t] of scheduler.timesteps.entries()) {
-      const stepMeta = meta.steps[i];
-      expect(stepMeta.timestep).toBe(t);
-      const key = (name: string) => `${variant}/step${String(i).padStart(2, "0")}/${name}`;
-      const xIn = scheduler.scaleModelInput(latents, t);
-      const mo = fakeModel(xIn, t);
-      const calls: number[] = stepMeta.noise_calls;
-      const noise = calls.length === 1 ? nchwToNhwc(tensors[`${variant}/noise/${String(calls[0]).padStart(2, "0")}`]) : undefined;
-      const out = scheduler.step(mo, t, latents, noise ? { noise } : {}) as SchedulerOutputWithOriginal;
-      const checks: [string, tf.Tensor | undefined][] = [["model_input", xIn], ["model_output", mo], ["prev_sample", out.prevSample], ["pred_original_sample", out.predOriginalSample]];
-      for (const [name, ours] of checks) {
-        if (!stepMeta.outputs.includes(name)) continue;
-        const nchw = nhwcToNchw(ours as tf.Tensor);
-        const r = compare(nchw, tensors[key(name)], TOL.scheduler.atol, TOL.scheduler.rtol);
-        nchw.dispose();
-        if (!r.ok) throw new Error(`${cfg}/${variant} step ${i} (t=${t}) ${name}: max |diff| ${r.maxAbs.toExponential(3)} at [${r.where}] (ours ${r.actual}, diffusers ${r.expected})`);
-      }
-      tf.dispose([xIn, mo, noise, latents, out.predOriginalSample]);
-      latents = out.prevSample;
-    }
-    latents.dispose();
-    return scheduler.timesteps.length;
-  } finally {
-    tf.dispose(Object.values(tensors));
-  }
-}
 
 function expectResolved(config: Record<string, unknown>, ref: Record<string, unknown>): void {
   const { _use_default_values: ours, ...oursRest } = config;
@@ -115,7 +74,7 @@ describe("HeunDiscreteScheduler: 10-step trajectories vs diffusers (19 model eva
     it(cfg, () => {
       const s = HeunDiscreteScheduler.fromConfig(rawConfig(cfg));
       const before = tf.memory().numTensors;
-      expect(runSigmaTrajectory(cfg, NAME, s)).toBe(19);
+      expect(runTrajectory(cfg, NAME, s).steps).toBe(19);
       // the last call is a first-order (Euler) step to sigma 0: diffusers keeps its state, so do we
       expect(s.stateInFirstOrder).toBe(false);
       expect(tf.memory().numTensors).toBe(before + 2);

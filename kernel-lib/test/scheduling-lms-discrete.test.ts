@@ -8,10 +8,9 @@ import { EulerAncestralDiscreteScheduler } from "../src/schedulers/scheduling-eu
 import { LMSDiscreteScheduler, gaussLegendre } from "../src/schedulers/scheduling-lms-discrete.js";
 import { HeunDiscreteScheduler } from "../src/schedulers/scheduling-heun-discrete.js";
 import { KarrasDiffusionSchedulers, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
-import type { SchedulerMixin, SchedulerOutputWithOriginal } from "../src/schedulers/scheduling-utils.js";
 import { Generator } from "../src/random/generator.js";
-import { TOL, compare, expectClose, loadFixture, nchwToNhwc, nhwcToNchw } from "./helpers.js";
-import { type CfgName, CFG_NAMES, fakeModel, fixtureJson, firstDiff, rawConfig } from "./scheduler-fixtures.js";
+import { expectClose, loadFixture } from "./helpers.js";
+import { type CfgName, CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory } from "./scheduler-fixtures.js";
 
 const NAME = "LMSDiscreteScheduler";
 const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
@@ -38,46 +37,6 @@ function lagrangeIntegral(s: ArrayLike<number>, order: number, t: number, cur: n
   }
   const h = s[t + 1] - a;
   return poly.reduce((acc, c, i) => acc + (c * h ** (i + 1)) / (i + 1), 0);
-}
-
-/**
- * The fixture's 10-step loop. runTrajectory (scheduler-fixtures.ts) cannot be used here: it
- * multiplies `init_latents` by init_noise_sigma, but the fixture stores the latents already
- * multiplied (harmless for DDPM/DDIM, whose init_noise_sigma is 1). Same checks otherwise.
- */
-function runSigmaTrajectory(cfg: CfgName, variant: string, scheduler: SchedulerMixin): number {
-  const meta = fixtureJson("schedulers", `trajectories_${cfg}.json`).variants[variant];
-  const tensors = loadFixture("schedulers", `trajectories_${cfg}.safetensors`);
-  try {
-    scheduler.setTimesteps(meta.num_inference_steps);
-    expect(scheduler.timesteps).toEqual(meta.timesteps);
-    expect(scheduler.initNoiseSigma).toBe(meta.init_noise_sigma);
-    let latents: tf.Tensor = nchwToNhwc(tensors[`${variant}/init_latents`]);
-    for (const [i, t] of scheduler.timesteps.entries()) {
-      const stepMeta = meta.steps[i];
-      expect(stepMeta.timestep).toBe(t);
-      const key = (name: string) => `${variant}/step${String(i).padStart(2, "0")}/${name}`;
-      const xIn = scheduler.scaleModelInput(latents, t);
-      const mo = fakeModel(xIn, t);
-      const calls: number[] = stepMeta.noise_calls;
-      const noise = calls.length === 1 ? nchwToNhwc(tensors[`${variant}/noise/${String(calls[0]).padStart(2, "0")}`]) : undefined;
-      const out = scheduler.step(mo, t, latents, noise ? { noise } : {}) as SchedulerOutputWithOriginal;
-      const checks: [string, tf.Tensor | undefined][] = [["model_input", xIn], ["model_output", mo], ["prev_sample", out.prevSample], ["pred_original_sample", out.predOriginalSample]];
-      for (const [name, ours] of checks) {
-        if (!stepMeta.outputs.includes(name)) continue;
-        const nchw = nhwcToNchw(ours as tf.Tensor);
-        const r = compare(nchw, tensors[key(name)], TOL.scheduler.atol, TOL.scheduler.rtol);
-        nchw.dispose();
-        if (!r.ok) throw new Error(`${cfg}/${variant} step ${i} (t=${t}) ${name}: max |diff| ${r.maxAbs.toExponential(3)} at [${r.where}] (ours ${r.actual}, diffusers ${r.expected})`);
-      }
-      tf.dispose([xIn, mo, noise, latents, out.predOriginalSample]);
-      latents = out.prevSample;
-    }
-    latents.dispose();
-    return scheduler.timesteps.length;
-  } finally {
-    tf.dispose(Object.values(tensors));
-  }
 }
 
 function expectResolved(config: Record<string, unknown>, ref: Record<string, unknown>): void {
@@ -202,7 +161,7 @@ describe("LMSDiscreteScheduler: 10-step trajectories vs diffusers", () => {
     it(cfg, () => {
       const s = LMSDiscreteScheduler.fromConfig(rawConfig(cfg));
       const before = tf.memory().numTensors;
-      expect(runSigmaTrajectory(cfg, NAME, s)).toBe(10);
+      expect(runTrajectory(cfg, NAME, s).steps).toBe(10);
       expect(s.derivatives.length).toBe(4);
       s.dispose();
       expect(tf.memory().numTensors).toBe(before);

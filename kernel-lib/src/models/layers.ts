@@ -31,6 +31,14 @@ function weightOperand(p: Parameter): tf.Tensor {
   return keepPackedWeights ? p.value : tf.clone(p.value);
 }
 
+/**
+ * An extra term a layer adds to its own output: LoRA's low-rank side path (lora/lora-layer.ts). It gets the layer's
+ * input and output (Linear: 2-D [N, in] and [N, out]; Conv2d: NHWC) and returns the new output. null: plain layer.
+ */
+export interface OutputHook<T extends tf.Tensor> {
+  addTo(x: T, y: T): T;
+}
+
 /** torch padding: one number for all sides, or [top, bottom, left, right] (F.pad then padding 0). */
 export type Conv2dPadding = number | [number, number, number, number];
 
@@ -38,7 +46,9 @@ export type Conv2dPadding = number | [number, number, number, number];
 export class Conv2d extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter | null;
-  private readonly pad: number | [[number, number], [number, number], [number, number], [number, number]];
+  /** tfjs form of the padding (a LoRA down-projection convolves with the same stride and padding). */
+  readonly pad: number | [[number, number], [number, number], [number, number], [number, number]];
+  outputHook: OutputHook<tf.Tensor4D> | null = null;
 
   constructor(
     readonly inChannels: number,
@@ -54,15 +64,16 @@ export class Conv2d extends Module {
   }
 
   forward(x: tf.Tensor4D): tf.Tensor4D {
-    return tf.tidy(() =>
-      tf.fused.conv2d({
+    return tf.tidy(() => {
+      const y = tf.fused.conv2d({
         x,
         filter: weightOperand(this.weight) as tf.Tensor4D,
         strides: this.opts.stride ?? 1,
         pad: this.pad,
         bias: this.bias?.value,
-      }),
-    );
+      });
+      return this.outputHook ? this.outputHook.addTo(x, y) : y;
+    });
   }
 }
 
@@ -70,6 +81,7 @@ export class Conv2d extends Module {
 export class Linear extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter | null;
+  outputHook: OutputHook<tf.Tensor2D> | null = null;
 
   constructor(readonly inFeatures: number, readonly outFeatures: number, bias = true) {
     super();
@@ -80,7 +92,8 @@ export class Linear extends Module {
   forward<T extends tf.Tensor>(x: T): T {
     return tf.tidy(() => {
       const a = x.rank === 2 ? (x as unknown as tf.Tensor2D) : tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
-      const y = tf.fused.matMul({ a, b: weightOperand(this.weight) as tf.Tensor2D, bias: this.bias?.value });
+      let y = tf.fused.matMul({ a, b: weightOperand(this.weight) as tf.Tensor2D, bias: this.bias?.value }) as tf.Tensor2D;
+      if (this.outputHook) y = this.outputHook.addTo(a, y);
       return (x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), this.outFeatures])) as T;
     });
   }

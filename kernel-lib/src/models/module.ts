@@ -134,6 +134,13 @@ export abstract class Module {
     return out;
   }
 
+  /** Every module of the tree with its dotted path ("" for this one), depth first in registration order (torch's named_modules()). */
+  namedModules(prefix = ""): [string, Module][] {
+    const out: [string, Module][] = [[prefix, this]];
+    for (const [n, m] of this.children) if (m !== null) out.push(...m.namedModules(prefix === "" ? n : `${prefix}.${n}`));
+    return out;
+  }
+
   /** Number of weights (diffusers' num_parameters()). */
   numParameters(): number {
     return this.namedParameters().reduce((s, [, p]) => s + p.numel, 0);

@@ -38,74 +38,98 @@ export class StableDiffusionInpaintPipeline extends StableDiffusionImg2ImgPipeli
     if (unetChannels !== latentChannels && unetChannels !== 2 * latentChannels + 1) {
       throw new Error(`the UNet takes ${unetChannels} input channels: inpainting needs ${latentChannels} (mask blending) or ${2 * latentChannels + 1} (an inpainting UNet)`);
     }
-    const picture = await toPictureTensor(opts.image);
-    const rawMask = await toPictureTensor(opts.maskImage, "maskImage");
-    const owned: tf.Tensor[] = [picture, rawMask];
+    // every tensor made here is freed on the way out, also when an argument turns out wrong half-way
+    const owned: tf.Tensor[] = [];
+    let embeds: tf.Tensor3D | undefined;
+    let latents: tf.Tensor4D | undefined;
     try {
+      const picture = await toPictureTensor(opts.image);
+      owned.push(picture);
+      const rawMask = await toPictureTensor(opts.maskImage, "maskImage");
+      owned.push(rawMask);
       checkPictureSize(picture, this.vaeScaleFactor);
+      const pictureChannels = this.vae.config.in_channels as number;
+      if (picture.shape[3] !== pictureChannels) {
+        throw new Error(`image must have ${pictureChannels} channels (RGB, NHWC [1, H, W, ${pictureChannels}] in [0, 1]); got shape [${picture.shape}]`);
+      }
       if (rawMask.shape[1] !== picture.shape[1] || rawMask.shape[2] !== picture.shape[2]) {
         throw new Error(`maskImage is ${rawMask.shape[2]}x${rawMask.shape[1]} but image is ${picture.shape[2]}x${picture.shape[1]}: they must match`);
       }
-    } catch (e) { tf.dispose(owned); throw e; }
-    const mask = binarizeMask(rawMask);
-    const x = normalize(picture);
-    const masked = tf.tidy(() => tf.mul(x, tf.sub(1, mask)) as tf.Tensor4D); // masked_image = image · (mask < 0.5)
-    owned.push(mask, x, masked);
+      const mask = binarizeMask(rawMask);
+      owned.push(mask);
+      const x = normalize(picture);
+      owned.push(x);
+      const masked = tf.tidy(() => tf.mul(x, tf.sub(1, mask)) as tf.Tensor4D); // masked_image = image · (mask < 0.5)
+      owned.push(masked);
 
-    const { embeds, batch, doCfg, guidance } = this.prepareText(opts);
-    const n = opts.numInferenceSteps ?? 50;
-    this.scheduler.setTimesteps(n);
-    const { timesteps, tStart } = img2imgTimesteps(this.scheduler.timesteps, n, strength, this.scheduler.order);
-    const isStrengthMax = strength === 1.0;
-    const [, H, W] = picture.shape;
-    const h = H / this.vaeScaleFactor, w = W / this.vaeScaleFactor;
+      const text = this.prepareText(opts);
+      embeds = text.embeds;
+      const { batch, doCfg, guidance } = text;
+      const n = opts.numInferenceSteps ?? 50;
+      this.scheduler.setTimesteps(n);
+      const { timesteps, tStart } = img2imgTimesteps(this.scheduler.timesteps, n, strength, this.scheduler.order);
+      if (timesteps.length === 0) {
+        throw new Error(`strength ${strength} with ${n} steps leaves no denoising step; raise strength or numInferenceSteps`);
+      }
+      if (Array.isArray(opts.generator) && opts.generator.length !== batch) {
+        throw new Error(`generator: a list of ${opts.generator.length} generators was given for ${batch} pictures; pass one per picture or a single Generator`);
+      }
+      const isStrengthMax = strength === 1.0;
+      const [, H, W] = picture.shape;
+      const h = H / this.vaeScaleFactor, w = W / this.vaeScaleFactor;
 
-    // random draws in diffusers' order: picture latents (if needed), start noise, masked-picture latents
-    const needImageLatents = unetChannels === latentChannels || !isStrengthMax;
-    const imageLatents = needImageLatents ? this.encodeImageLatents(x, batch, opts.generator) : null;
-    const noise = tf.tidy(() => tf.transpose(randnTensor([batch, latentChannels, h, w], { generator: opts.generator }), [0, 2, 3, 1]) as tf.Tensor4D);
-    owned.push(noise);
-    if (imageLatents) owned.push(imageLatents);
-    let latents = isStrengthMax
-      ? tf.tidy(() => tf.mul(noise, this.scheduler.initNoiseSigma) as tf.Tensor4D)
-      : (this.scheduler.addNoise(imageLatents!, noise, Array(batch).fill(timesteps[0])) as tf.Tensor4D);
-    const maskedLatents = this.encodeImageLatents(masked, batch, opts.generator);
-    const latentMask = tf.tidy(() => tf.tile(maskToLatent(mask, h, w), [batch, 1, 1, 1]) as tf.Tensor4D);
-    owned.push(maskedLatents, latentMask);
+      // random draws in diffusers' order: picture latents (if needed), start noise, masked-picture latents
+      const needImageLatents = unetChannels === latentChannels || !isStrengthMax;
+      const imageLatents = needImageLatents ? this.encodeImageLatents(x, batch, opts.generator) : null;
+      if (imageLatents) owned.push(imageLatents);
+      const noise = tf.tidy(() => tf.transpose(randnTensor([batch, latentChannels, h, w], { generator: opts.generator }), [0, 2, 3, 1]) as tf.Tensor4D);
+      owned.push(noise);
+      latents = isStrengthMax
+        ? tf.tidy(() => tf.mul(noise, this.scheduler.initNoiseSigma) as tf.Tensor4D)
+        : (this.scheduler.addNoise(imageLatents!, noise, Array(batch).fill(timesteps[0])) as tf.Tensor4D);
+      const maskedLatents = this.encodeImageLatents(masked, batch, opts.generator);
+      owned.push(maskedLatents);
+      const latentMask = tf.tidy(() => tf.tile(maskToLatent(mask, h, w), [batch, 1, 1, 1]) as tf.Tensor4D);
+      owned.push(latentMask);
 
-    let extraInput: tf.Tensor4D | undefined;
-    let afterStep: ((i: number, z: tf.Tensor4D) => tf.Tensor4D) | undefined;
-    if (unetChannels !== latentChannels) {
-      extraInput = tf.tidy(() => {
-        const e = tf.concat([latentMask, maskedLatents], 3);
-        return (doCfg ? tf.concat([e, e], 0) : e) as tf.Tensor4D;
-      });
-      owned.push(extraInput);
-    } else {
-      afterStep = (i, z) => {
-        const blended = tf.tidy(() => {
-          let known: tf.Tensor = imageLatents!;
-          if (i < timesteps.length - 1) known = this.scheduler.addNoise(imageLatents!, noise, Array(batch).fill(timesteps[i + 1]));
-          return tf.add(tf.mul(tf.sub(1, latentMask), known), tf.mul(latentMask, z)) as tf.Tensor4D;
+      let extraInput: tf.Tensor4D | undefined;
+      let afterStep: ((i: number, z: tf.Tensor4D) => tf.Tensor4D) | undefined;
+      if (unetChannels !== latentChannels) {
+        extraInput = tf.tidy(() => {
+          const e = tf.concat([latentMask, maskedLatents], 3);
+          return (doCfg ? tf.concat([e, e], 0) : e) as tf.Tensor4D;
         });
-        z.dispose();
-        return blended;
-      };
+        owned.push(extraInput);
+      } else {
+        afterStep = (i, z) => {
+          const blended = tf.tidy(() => {
+            let known: tf.Tensor = imageLatents!;
+            if (i < timesteps.length - 1) known = this.scheduler.addNoise(imageLatents!, noise, Array(batch).fill(timesteps[i + 1]));
+            return tf.add(tf.mul(tf.sub(1, latentMask), known), tf.mul(latentMask, z)) as tf.Tensor4D;
+          });
+          z.dispose();
+          return blended;
+        };
+      }
+      (this.scheduler as { setBeginIndex?: (i: number) => void }).setBeginIndex?.(tStart * this.scheduler.order);
+      const start = latents, cond = embeds;
+      latents = embeds = undefined; // denoise owns (and frees) them from here
+      const final = await this.denoise(start, timesteps, cond, opts, { guidance, doCfg, afterStep, extraInput });
+      const outputType = opts.outputType ?? "png";
+      if (outputType === "latent") return { images: final };
+      let pictures = this.decodeLatents(final);
+      final.dispose();
+      if (opts.keepUnmaskedPixels ?? true) {
+        const pasted = tf.tidy(() => tf.add(tf.mul(mask, pictures), tf.mul(tf.sub(1, mask), picture)) as tf.Tensor4D);
+        pictures.dispose();
+        pictures = pasted;
+      }
+      return { images: await postprocessImages(pictures, outputType) };
+    } catch (e) {
+      tf.dispose([embeds ?? [], latents ?? []].flat());
+      throw e;
+    } finally {
+      tf.dispose(owned);
     }
-    (this.scheduler as { setBeginIndex?: (i: number) => void }).setBeginIndex?.(tStart * this.scheduler.order);
-    try {
-      latents = await this.denoise(latents, timesteps, embeds, opts, { guidance, doCfg, afterStep, extraInput });
-    } catch (e) { tf.dispose(owned); throw e; }
-    const outputType = opts.outputType ?? "png";
-    if (outputType === "latent") { tf.dispose(owned); return { images: latents }; }
-    let pictures = this.decodeLatents(latents);
-    latents.dispose();
-    if (opts.keepUnmaskedPixels ?? true) {
-      const pasted = tf.tidy(() => tf.add(tf.mul(mask, pictures), tf.mul(tf.sub(1, mask), picture)) as tf.Tensor4D);
-      pictures.dispose();
-      pictures = pasted;
-    }
-    tf.dispose(owned);
-    return { images: await postprocessImages(pictures, outputType) };
   }
 }

@@ -33,8 +33,11 @@ export interface AttentionOptions {
  * The scale is applied to q (same product as torch's baddbmm alpha, on the smaller tensor).
  * `mask` (optional) is added to the scores before the softmax: [Lq, Lk] for every item, or [B, Lq, Lk];
  * a row count of 1 ([1, Lk] / [B, 1, Lk], diffusers' key-padding bias) is broadcast over the queries.
- * Each head's [Lq, Lk] scores are freed as soon as the head is done (64 MB per head at 4096 tokens).
- * Returns [B*Lq, heads*d].
+ * Memory as diffusers' processors: the B*heads (batch, head) pairs are taken `sliceSize` at a time (all at once
+ * when null: AttnProcessor; diffusers' SlicedAttnProcessor otherwise), and for each slice all its [Lq, Lk] score
+ * maps, then all its probability maps, are alive together (torch's baddbmm, then softmax): a peak of
+ * 2 * slice * Lq * Lk floats (64 MiB per map at 4096 tokens). diffusers 0.27 leaves the last B*heads mod sliceSize
+ * pairs at zero; every pair is computed here. Returns [B*Lq, heads*d].
  */
 export function scaledDotProductAttention(
   q: tf.Tensor2D,
@@ -44,6 +47,7 @@ export function scaledDotProductAttention(
   heads: number,
   scale: number,
   mask?: tf.Tensor2D | tf.Tensor3D,
+  sliceSize: number | null = null,
 ): tf.Tensor2D {
   return tf.tidy(() => {
     const lq = q.shape[0] / batch;
@@ -52,24 +56,39 @@ export function scaledDotProductAttention(
     const dv = v.shape[1] / heads;
     const qs = tf.mul(q, scale) as tf.Tensor2D;
     const whole = batch === 1 && heads === 1;
-    const rows: tf.Tensor2D[] = [];
-    for (let b = 0; b < batch; b++) {
-      const outs: tf.Tensor2D[] = [];
-      const mRows = mask === undefined ? 0 : mask.shape[mask.rank - 2];
-      const m = mask === undefined ? null : mask.rank === 2 ? mask : tf.reshape(tf.slice(mask, [b, 0, 0], [1, mRows, lk]), [mRows, lk]);
-      for (let h = 0; h < heads; h++) {
-        outs.push(
-          tf.tidy(() => {
+    const pairs = batch * heads;
+    const step = sliceSize === null ? pairs : Math.max(1, Math.min(sliceSize, pairs));
+    const mRows = mask === undefined ? 0 : mask.shape[mask.rank - 2];
+    const maskOf = (b: number): tf.Tensor2D | null =>
+      mask === undefined ? null : mask.rank === 2 ? (mask as tf.Tensor2D) : tf.reshape(tf.slice(mask, [b, 0, 0], [1, mRows, lk]), [mRows, lk]);
+    const outs: tf.Tensor2D[] = []; // one [lq, dv] per pair, pair p = b * heads + h (diffusers' head_to_batch_dim order)
+    for (let start = 0; start < pairs; start += step) {
+      const end = Math.min(start + step, pairs);
+      outs.push(
+        ...tf.tidy(() => {
+          const ids = Array.from({ length: end - start }, (_, i) => start + i);
+          const scores = ids.map((p) => {
+            const b = Math.floor(p / heads), h = p % heads;
             const qh = whole ? qs : tf.slice(qs, [b * lq, h * d], [lq, d]);
             const kh = whole ? k : tf.slice(k, [b * lk, h * d], [lk, d]);
+            const s = tf.matMul(qh, tf.transpose(kh)); // [lq, lk]
+            const m = maskOf(b);
+            return m === null ? s : tf.add(s, m);
+          });
+          const probs = scores.map((s) => tf.softmax(s));
+          tf.dispose(scores);
+          return ids.map((p, i) => {
+            const b = Math.floor(p / heads), h = p % heads;
             const vh = whole ? v : tf.slice(v, [b * lk, h * dv], [lk, dv]);
-            const scores = tf.matMul(qh, tf.transpose(kh)); // [lq, lk]
-            const probs = tf.softmax(m === null ? scores : tf.add(scores, m));
-            return tf.matMul(probs, vh); // [lq, dv]
-          }),
-        );
-      }
-      rows.push(outs.length === 1 ? outs[0] : tf.concat(outs, 1));
+            return tf.matMul(probs[i], vh) as tf.Tensor2D; // [lq, dv]
+          });
+        }),
+      );
+    }
+    const rows: tf.Tensor2D[] = [];
+    for (let b = 0; b < batch; b++) {
+      const mine = outs.slice(b * heads, (b + 1) * heads);
+      rows.push(mine.length === 1 ? mine[0] : tf.concat(mine, 1));
     }
     return rows.length === 1 ? rows[0] : tf.concat(rows, 0);
   });
@@ -94,6 +113,8 @@ export class Attention extends Module {
   readonly queryDim: number;
   private readonly residualConnection: boolean;
   private readonly rescaleOutputFactor: number;
+  /** Attention slicing (memory/attention-slicing.ts): (batch, head) pairs computed at once; null = all of them. */
+  sliceSize: number | null = null;
 
   constructor(queryDim: number, o: AttentionOptions = {}) {
     super();
@@ -119,6 +140,19 @@ export class Attention extends Module {
     this.to_out = this.addModule("to_out", new ModuleList([new Linear(innerDim, outDim, o.outBias ?? true)]));
   }
 
+  /** diffusers' sliceable_head_dim: the number of heads. */
+  get sliceableHeadDim(): number {
+    return this.heads;
+  }
+
+  /** diffusers' Attention.set_attention_slice: a SlicedAttnProcessor of `sliceSize` pairs, or null for one pass. */
+  setAttentionSlice(sliceSize: number | null): void {
+    if (sliceSize !== null && (!Number.isInteger(sliceSize) || sliceSize < 1 || sliceSize > this.sliceableHeadDim)) {
+      throw new Error(`Attention.setAttentionSlice: slice_size ${sliceSize} has to be an integer from 1 to the number of heads, ${this.sliceableHeadDim}`);
+    }
+    this.sliceSize = sliceSize;
+  }
+
   /**
    * hiddenStates: NHWC [B, H, W, C] or tokens [B, L, C]; encoderHiddenStates [B, Lk, cross_attention_dim] for
    * cross-attention. Returns the same shape as hiddenStates.
@@ -139,7 +173,7 @@ export class Attention extends Module {
       if (mask && (mask.shape[0] !== batch || mask.shape[2] !== k.shape[0] / batch)) {
         throw new Error(`Attention: attention mask of shape [${mask.shape}] does not fit a batch of ${batch} with ${k.shape[0] / batch} key tokens (expected [${batch}, 1, ${k.shape[0] / batch}])`);
       }
-      const attn = scaledDotProductAttention(q, k, v, batch, this.heads, this.scale, mask);
+      const attn = scaledDotProductAttention(q, k, v, batch, this.heads, this.scale, mask, this.sliceSize);
       let out: tf.Tensor = tf.reshape(this.to_out.items[0].forward(attn), [...hiddenStates.shape.slice(0, -1), -1]);
       if (this.residualConnection) out = tf.add(out, residual);
       if (this.rescaleOutputFactor !== 1) out = tf.div(out, this.rescaleOutputFactor);

@@ -28,6 +28,13 @@ function permute(shape: readonly number[], perm: number[] | null): number[] {
 
 export class Parameter {
   private variable: tf.Variable | null = null;
+  /**
+   * Offloaded weights (memory/offload.ts, accelerate's cpu offload): the value in our layout in host memory. The
+   * tensor then exists only while loaded (load / unload); reading `value` when unloaded loads it on demand.
+   */
+  private host: Float32Array | null = null;
+  /** Told about every on-demand load of an offloaded parameter (memory/offload.ts frees them after the call). */
+  static onDemandLoad: ((p: Parameter) => void) | null = null;
   /** Our shape (torch shape permuted by the layout). */
   readonly shape: number[];
 
@@ -44,15 +51,34 @@ export class Parameter {
   }
 
   get isSet(): boolean {
+    return this.variable !== null || this.host !== null;
+  }
+
+  /** Bytes of the float32 weight. */
+  get numBytes(): number {
+    return 4 * this.numel;
+  }
+
+  /** Kept in host memory (see offload). */
+  get isOffloaded(): boolean {
+    return this.host !== null;
+  }
+
+  /** A tensor exists now (always for a set parameter that is not offloaded). */
+  get isLoaded(): boolean {
     return this.variable !== null;
   }
 
-  /** The weight in our layout. */
+  /** The weight in our layout (an offloaded, unloaded parameter is loaded on demand: see onDemandLoad). */
   get value(): tf.Tensor {
     if (this.variable === null) {
-      throw new Error("parameter has no value yet: load weights (fromPretrained / loadStateDict) or build with fromConfig(config, { init })");
+      if (this.host === null) {
+        throw new Error("parameter has no value yet: load weights (fromPretrained / loadStateDict) or build with fromConfig(config, { init })");
+      }
+      this.load();
+      Parameter.onDemandLoad?.(this);
     }
-    return this.variable;
+    return this.variable!;
   }
 
   /** Replaces the value with a tensor already in our layout (kept; the caller may dispose its own copy). */
@@ -60,9 +86,43 @@ export class Parameter {
     if (value.shape.join() !== this.shape.join()) {
       throw new Error(`parameter shape is [${this.shape}] but the new value has shape [${value.shape}]`);
     }
+    const wasLoaded = this.variable !== null;
     const v = tf.tidy(() => tf.variable(value.dtype === "float32" ? value : tf.cast(value, "float32"), true));
     this.variable?.dispose();
     this.variable = v;
+    if (this.host !== null) {
+      // offloaded: the new value becomes the host copy; the tensor stays only if it was loaded
+      this.host = (v.dataSync() as Float32Array).slice();
+      if (!wasLoaded) this.unload();
+    }
+  }
+
+  /** Moves the weight to host memory (a Float32Array in our layout) and frees its tensor. */
+  offload(): void {
+    if (this.host !== null) return;
+    this.host = (this.value.dataSync() as Float32Array).slice();
+    this.unload();
+  }
+
+  /** Offloaded: makes the tensor from the host copy (no-op when loaded or not offloaded). */
+  load(): void {
+    if (this.variable !== null || this.host === null) return;
+    const host = this.host;
+    this.variable = tf.tidy(() => tf.variable(tf.tensor(host, this.shape, "float32"), true));
+  }
+
+  /** Offloaded: frees the tensor, keeping the host copy (no-op when not offloaded). */
+  unload(): void {
+    if (this.host === null) return;
+    this.variable?.dispose();
+    this.variable = null;
+  }
+
+  /** Undoes offload: the weight becomes a resident tensor again and the host copy is dropped. */
+  restore(): void {
+    if (this.host === null) return;
+    this.load();
+    this.host = null;
   }
 
   /** Loads a torch-layout array (the checkpoint's), converting the layout once. */
@@ -78,9 +138,13 @@ export class Parameter {
   toTorch(): Float32Array {
     // not inside tf.tidy: tidy walks a returned typed array element by element (seconds for an embedding table)
     const perm = TO_TORCH[this.layout];
-    const t = perm === null ? this.value : tf.transpose(this.value, perm);
+    if (perm === null && this.host !== null) return this.host.slice();
+    // an offloaded, unloaded weight is read from its host copy without loading it
+    const src = this.variable ?? (this.host !== null ? tf.tensor(this.host, this.shape, "float32") : this.value);
+    const t = perm === null ? src : tf.transpose(src, perm);
     const data = (t.dataSync() as Float32Array).slice();
-    if (t !== this.value) t.dispose();
+    if (t !== src) t.dispose();
+    if (src !== this.variable) src.dispose();
     return data;
   }
 
@@ -99,6 +163,7 @@ export class Parameter {
   dispose(): void {
     this.variable?.dispose();
     this.variable = null;
+    this.host = null;
   }
 }
 
@@ -139,6 +204,11 @@ export abstract class Module {
     const out: [string, Module][] = [[prefix, this]];
     for (const [n, m] of this.children) if (m !== null) out.push(...m.namedModules(prefix === "" ? n : `${prefix}.${n}`));
     return out;
+  }
+
+  /** torch's named_parameters(recurse=False): the parameters this module holds itself. */
+  ownParameters(): [string, Parameter][] {
+    return [...this.params];
   }
 
   /** Number of weights (diffusers' num_parameters()). */

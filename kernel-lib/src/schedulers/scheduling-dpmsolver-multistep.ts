@@ -387,7 +387,7 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
   }
 
   /** Frees the kept model outputs (the scheduler stays usable; the next step starts a fresh history). */
-  dispose(): void {
+  override dispose(): void {
     this.releaseHistory();
     this.lowerOrderNums = 0;
   }

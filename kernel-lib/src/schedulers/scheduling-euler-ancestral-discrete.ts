@@ -57,6 +57,7 @@ export type EulerAncestralDiscreteStepOptions = NoiseOptions;
 export class EulerAncestralDiscreteScheduler extends SigmaDiscreteScheduler {
   static override readonly className: string = "EulerAncestralDiscreteScheduler";
   static override readonly compatibles: readonly string[] = KarrasDiffusionSchedulers;
+  static override readonly predictionTypes: readonly string[] = EULER_ANCESTRAL_PREDICTION_TYPES;
   static override readonly configSpec: ConfigSpec = {
     defaults: {
       num_train_timesteps: 1000,

@@ -316,6 +316,7 @@ export interface EulerDiscreteStepOptions extends NoiseOptions {
 export class EulerDiscreteScheduler extends SigmaDiscreteScheduler {
   static override readonly className: string = "EulerDiscreteScheduler";
   static override readonly compatibles: readonly string[] = KarrasDiffusionSchedulers;
+  static override readonly predictionTypes: readonly string[] = EULER_PREDICTION_TYPES;
   static override readonly configSpec: ConfigSpec = {
     defaults: {
       num_train_timesteps: 1000,

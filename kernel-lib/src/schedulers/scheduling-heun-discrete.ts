@@ -151,7 +151,7 @@ export class HeunDiscreteScheduler extends SigmaDiscreteScheduler {
   }
 
   /** Frees the stored state (first-order state again). */
-  dispose(): void {
+  override dispose(): void {
     tf.dispose([this.prevDerivative, this.sample].filter((t): t is tf.Tensor => t !== null));
     this.prevDerivative = null;
     this.sample = null;

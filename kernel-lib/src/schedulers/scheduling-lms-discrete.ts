@@ -164,7 +164,7 @@ export class LMSDiscreteScheduler extends SigmaDiscreteScheduler {
   }
 
   /** Frees the stored derivatives (the scheduler stays usable: the next step starts at first order). */
-  dispose(): void {
+  override dispose(): void {
     tf.dispose(this.derivatives);
     this.derivatives = [];
   }

@@ -51,6 +51,7 @@ export type PNDMSchedulerOutput = SchedulerOutput;
 export class PNDMScheduler extends SchedulerMixin {
   static override readonly className: string = "PNDMScheduler";
   static override readonly compatibles: readonly string[] = KarrasDiffusionSchedulers;
+  static override readonly predictionTypes: readonly string[] = PNDM_PREDICTION_TYPES;
   static override readonly configSpec: ConfigSpec = {
     defaults: {
       num_train_timesteps: 1000,
@@ -155,7 +156,7 @@ export class PNDMScheduler extends SchedulerMixin {
   }
 
   /** Frees the multistep state (ets, RK accumulator, stored sample) and resets the step counter. */
-  dispose(): void {
+  override dispose(): void {
     tf.dispose([...this.ets, this.curModelOutput, this.curSample].filter((t): t is tf.Tensor => t !== null));
     this.ets = [];
     this.curModelOutput = null;

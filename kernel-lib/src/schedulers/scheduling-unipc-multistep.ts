@@ -262,7 +262,7 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
   }
 
   /** Frees the kept model outputs and last sample (the next step starts a fresh history). */
-  dispose(): void {
+  override dispose(): void {
     this.releaseHistory();
     this.lowerOrderNums = 0;
   }

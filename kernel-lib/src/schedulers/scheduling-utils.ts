@@ -83,6 +83,7 @@ export interface SchedulerClass<T extends SchedulerMixin = SchedulerMixin> {
   readonly className: string;
   readonly configSpec: ConfigSpec;
   readonly compatibles: readonly string[];
+  readonly predictionTypes: readonly string[];
 }
 
 const RESOLVED = Symbol("resolvedSchedulerConfig");
@@ -126,6 +127,8 @@ export abstract class SchedulerMixin {
   static readonly configSpec: ConfigSpec = { defaults: {} };
   /** Class names that can be built from this class's config (diffusers `_compatibles`). */
   static readonly compatibles: readonly string[] = [];
+  /** The `prediction_type`s this class can step (diffusers 0.27.2's `step` raises for the others). */
+  static readonly predictionTypes: readonly string[] = ["epsilon", "sample", "v_prediction"];
   static readonly configName = SCHEDULER_CONFIG_NAME;
 
   readonly config: Readonly<Config>;
@@ -173,9 +176,32 @@ export abstract class SchedulerMixin {
         `${this.className}.fromConfig: unknown override(s) ${badOverride.map((k) => JSON.stringify(k)).join(", ")}; accepted: ${known.join(", ")}`,
       );
     }
-    const source = typeof config._class_name === "string" ? `${config._class_name} config` : "config";
+    checkIsSchedulerConfig(this.className, config);
+    const from = typeof config._class_name === "string" ? config._class_name : null;
+    const source = from !== null ? `${from} config` : "config";
     const resolved = finishResolved(this, resolveConfig(this.className, this.configSpec, config, overrides, source));
-    return new this(Object.assign(resolved, { [RESOLVED]: true }));
+    const swap = from !== null && from !== this.className ? `${this.className}.fromConfig(${from} config): ` : "";
+    const prediction = resolved.prediction_type;
+    if (prediction !== undefined && !this.predictionTypes.includes(prediction as string)) {
+      const others = schedulersSupporting(prediction as string);
+      throw new ConfigError(
+        `${swap}${this.className}: config "prediction_type" is ${JSON.stringify(prediction)}; supported: ` +
+          this.predictionTypes.map((p) => JSON.stringify(p)).join(", ") +
+          (others.length === 0
+            ? ""
+            : `. ${this.className} cannot step a model that predicts ${JSON.stringify(prediction)} (diffusers 0.27.2 raises in step); ` +
+              `prediction_type is what the model was trained to predict, so keep it and pick a scheduler that supports it (${others.join(", ")})`),
+      );
+    }
+    try {
+      return new this(Object.assign(resolved, { [RESOLVED]: true }));
+    } catch (e) {
+      // a value valid for the source class but not for this one (beta_schedule, timestep_spacing...)
+      if (e instanceof ConfigError && swap !== "") {
+        throw new ConfigError(`${swap}${e.message} (a value the ${from} config may hold but ${this.className} does not accept)`);
+      }
+      throw e;
+    }
   }
 
   /**
@@ -240,9 +266,76 @@ export abstract class SchedulerMixin {
     return tf.clone(sample);
   }
 
+  /**
+   * Frees the tensors a multistep / second-order scheduler keeps between steps (PNDM, LMS, Heun,
+   * DPM-Solver, UniPC override it); stateless schedulers keep none. Call it after a loop, or when
+   * a loop is abandoned.
+   */
+  dispose(): void {}
+
   abstract setTimesteps(numInferenceSteps?: number | null, options?: Record<string, unknown>): void;
   abstract step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor, options?: object): SchedulerOutput;
   abstract addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor;
+}
+
+/** Keys of a noise schedule: a scheduler config has at least one (or none at all: every default). */
+const SCHEDULE_KEYS = ["num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas"];
+/** Keys only other components' configs have (UNet, VAE, text encoder, tokenizer, feature extractor). */
+const MODEL_CONFIG_KEYS = [
+  "block_out_channels",
+  "down_block_types",
+  "up_block_types",
+  "layers_per_block",
+  "in_channels",
+  "out_channels",
+  "latent_channels",
+  "sample_size",
+  "cross_attention_dim",
+  "hidden_size",
+  "num_hidden_layers",
+  "vocab_size",
+  "architectures",
+  "model_type",
+  "feature_extractor_type",
+  "tokenizer_class",
+  "bos_token",
+];
+
+/**
+ * Rejects a config that is not a scheduler's: a model's config.json (UNet, VAE, text encoder) or a
+ * pipeline's model_index.json. (diffusers would warn about unexpected keys and build a scheduler
+ * with the default linear schedule, the wrong noise schedule for most models.)
+ */
+function checkIsSchedulerConfig(className: string, config: Record<string, unknown>): void {
+  if (SCHEDULE_KEYS.some((k) => k in config)) return;
+  const hint =
+    `Pass the scheduler's own config: ${className}.fromConfig(pipe.scheduler.config), or ` +
+    `${className}.fromPretrained(<model>, { subfolder: "scheduler" }) for a pipeline folder's scheduler/scheduler_config.json`;
+  const components = Object.entries(config).filter(
+    ([k, v]) => !k.startsWith("_") && Array.isArray(v) && v.length === 2 && v.every((x) => typeof x === "string" || x === null),
+  );
+  if (components.length > 0) {
+    throw new ConfigError(
+      `${className}.fromConfig: this is a pipeline's model_index.json (components ${components.map(([k]) => k).join(", ")}), not a scheduler config. ${hint}`,
+    );
+  }
+  const modelKeys = MODEL_CONFIG_KEYS.filter((k) => k in config);
+  const cls = config._class_name;
+  const foreign = typeof cls === "string" && !cls.endsWith("Scheduler");
+  if (modelKeys.length > 0 || foreign) {
+    const arch = Array.isArray(config.architectures) ? config.architectures[0] : undefined; // transformers' config.json
+    const what = typeof cls === "string" ? `a ${cls} config` : typeof arch === "string" ? `a ${arch} config` : "a model config";
+    throw new ConfigError(
+      `${className}.fromConfig: this is ${what}, not a scheduler config: it has ` +
+        (modelKeys.length > 0 ? `keys of a model's config (${modelKeys.map((k) => JSON.stringify(k)).join(", ")}) and ` : "") +
+        `none of the noise-schedule keys (${SCHEDULE_KEYS.join(", ")}). ${hint}`,
+    );
+  }
+}
+
+/** Registered classes that can step `predictionType`, for error messages. */
+function schedulersSupporting(predictionType: string): string[] {
+  return [...registry.values()].filter((c) => c.predictionTypes.includes(predictionType)).map((c) => c.className);
 }
 
 /** diffusers' bookkeeping after from_config: `_class_name` is the new class; no empty `_use_default_values`. */

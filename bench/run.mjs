@@ -52,6 +52,9 @@ const results = { date: new Date().toISOString(), machine: { cpus: os.cpus().len
 const report = await K.initBackend();
 results.backend = report.description;
 console.log(K.formatBackendReport(report));
+const backendTag = report.backend + (report.device === "cuda" ? "-cuda" : "");
+const out = path.join(here, "results", `${backendTag}${quick ? "-quick" : ""}.json`);
+const previous = fs.existsSync(out) ? JSON.parse(fs.readFileSync(out, "utf8")) : null;
 
 // --- the backend's own primitives (always measured when a model case runs: ratios need the same run)
 if (want("primitives") || want("unet") || want("sd")) {
@@ -158,20 +161,72 @@ if (want("sd")) {
   }
 }
 
+// --- schedulers: step() alone on an SD latent, beside the UNet step it sits in
+// Each of the ten classes from the SD 1.5 scheduler config, a 10-step loop on [2,64,64,4] (the
+// CFG batch of a 512x512 picture) with a fake model output; only the step() calls are timed (after a
+// warm-up loop). Stochastic schedulers draw their noise from a torch-exact Generator, as in a pipeline.
+if (want("schedulers")) {
+  const sdSched = JSON.parse(fs.readFileSync(path.resolve(here, "../../shared/fixtures/configs/stable-diffusion-v1-5/scheduler/scheduler_config.json"), "utf8"));
+  const names = ["DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+    "LMSDiscreteScheduler", "HeunDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "LCMScheduler"];
+  // the UNet step this scheduler step sits beside: this run's, else the results file's (same latent shape first)
+  const unetCases = { ...(previous?.cases ?? {}), ...results.cases };
+  const unetKey = ["SD1.5 UNet step [2,64,64,4] + text [2,77,768]", "UNet2DModel ddpm-cat-256 [1,256,256,3]"].find((k) => unetCases[k]?.seconds);
+  const unetSeconds = unetKey ? unetCases[unetKey].seconds : null;
+  const shape = [2, 64, 64, 4];
+  const loop = (s, timed) => {
+    s.setTimesteps(10);
+    const generator = new K.Generator().manualSeed(0);
+    let x = tf.tidy(() => tf.mul(tf.randomNormal(shape, 0, 1, "float32", 0), s.initNoiseSigma));
+    let stepSeconds = 0;
+    for (const t of s.timesteps) {
+      const mo = tf.tidy(() => { const xIn = s.scaleModelInput(x, t); return tf.add(tf.mul(xIn, 0.1), 0.05 * Math.cos(t / 100)); });
+      const t0 = now();
+      const o = s.step(mo, t, x, { generator });
+      sync(o.prevSample);
+      stepSeconds += (now() - t0) / 1000;
+      for (const [k, v] of Object.entries(o)) if (k !== "prevSample") tf.dispose(v);
+      tf.dispose([mo, x]);
+      x = o.prevSample;
+    }
+    x.dispose();
+    s.dispose();
+    if (timed) timed.push(stepSeconds);
+  };
+  for (const name of names) {
+    const cls = K.getSchedulerClass(name);
+    const s = cls.fromConfig(sdSched);
+    loop(s); // warm-up: kernels compiled, buffers allocated
+    const before = tf.memory().numTensors;
+    const runs = [];
+    for (let r = 0; r < (quick ? 1 : 3); r++) loop(s, runs);
+    if (tf.memory().numTensors !== before) throw new Error(`bench: ${name} leaked ${tf.memory().numTensors - before} tensors`);
+    runs.sort((a, b) => a - b);
+    const loopSeconds = runs[Math.floor(runs.length / 2)];
+    s.setTimesteps(10);
+    const calls = s.timesteps.length;
+    results.cases[`scheduler ${name} step [2,64,64,4]`] = {
+      seconds: loopSeconds / calls, loopSeconds, stepCalls: calls,
+      unetCase: unetKey ?? null, ratioToUnetStep: unetSeconds ? loopSeconds / calls / unetSeconds : null,
+      note: "seconds = one step() call (median of 3 ten-step loops / step() calls per loop); the model call it follows is not included",
+    };
+  }
+}
+
 // --- results file and table
 fs.mkdirSync(path.join(here, "results"), { recursive: true });
-const backendTag = report.backend + (report.device === "cuda" ? "-cuda" : "");
-const out = path.join(here, "results", `${backendTag}${quick ? "-quick" : ""}.json`);
 // a partial run (--only=...) updates its own cases in the existing results and keeps the others
-if (only && fs.existsSync(out)) {
-  const old = JSON.parse(fs.readFileSync(out, "utf8"));
-  results.cases = { ...old.cases, ...results.cases };
-  results.partialRuns = [...(old.partialRuns ?? []), { date: results.date, only }];
+if (only && previous) {
+  results.cases = { ...previous.cases, ...results.cases };
+  results.partialRuns = [...(previous.partialRuns ?? []), { date: results.date, only }];
 }
 fs.writeFileSync(out, JSON.stringify(results, null, 2) + "\n");
-const rows = Object.entries(results.cases).map(([k, v]) => [k, v.seconds?.toFixed(3) ?? "", v.gflopsPerSec?.toFixed(1) ?? (v.mbPerSec ? `${v.mbPerSec.toFixed(0)} MB/s` : ""), v.ratioToConv2d ? `${(100 * v.ratioToConv2d).toFixed(0)}% of conv2d` : "", v.error ? `did not run: ${v.error.slice(0, 60)}` : v.slowerThanPytorch ? `${v.slowerThanPytorch.toFixed(1)}x PyTorch time*` : ""]);
+const rows = Object.entries(results.cases).map(([k, v]) => [k, (v.seconds < 0.01 ? v.seconds?.toExponential(2) : v.seconds?.toFixed(3)) ?? "", v.gflopsPerSec?.toFixed(1) ?? (v.mbPerSec ? `${v.mbPerSec.toFixed(0)} MB/s` : ""), v.ratioToConv2d ? `${(100 * v.ratioToConv2d).toFixed(0)}% of conv2d` : "", v.error ? `did not run: ${v.error.slice(0, 60)}` : v.slowerThanPytorch ? `${v.slowerThanPytorch.toFixed(1)}x PyTorch time*` : v.ratioToUnetStep ? `${(100 * v.ratioToUnetStep).toFixed(3)}% of a UNet step**` : ""]);
 const w = [0, 1, 2, 3, 4].map((i) => Math.max(...rows.map((r) => r[i].length), ["case", "seconds", "GFLOP/s", "vs backend", "vs PyTorch"][i].length));
 const line = (r) => r.map((c, i) => c.padEnd(w[i])).join("  ");
 console.log("\n" + line(["case", "seconds", "GFLOP/s", "vs backend", "vs PyTorch"]));
 for (const r of rows) console.log(line(r));
-console.log(`\n* PyTorch figures come from ../shared/perf/README.md (same machine kind, not this run).\nwritten ${path.relative(process.cwd(), out)}`);
+const unetNote = Object.values(results.cases).find((v) => v.unetCase)?.unetCase;
+console.log(`\n* PyTorch figures come from ../shared/perf/README.md (same machine kind, not this run).` +
+  (unetNote ? `\n** one scheduler step() over one "${unetNote}" forward (from the results file when not run now).` : "") +
+  `\nwritten ${path.relative(process.cwd(), out)}`);

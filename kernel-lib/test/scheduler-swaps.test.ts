@@ -2,6 +2,7 @@
 // both real configs and gives what diffusers' from_config gives from the raw config (the
 // `_use_default_values` rule), compatibles are diffusers' `_compatibles`, and swaps that cannot work
 // (a model's or a pipeline's config, an unsupported prediction_type or beta_schedule) fail clearly.
+import * as path from "node:path";
 import { describe, it, expect } from "vitest";
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError, readConfigFile } from "../src/io/config.js";
@@ -154,6 +155,8 @@ describe("scheduler swaps that cannot work fail clearly", () => {
     ["SD 1.5 text encoder config.json (transformers)", sd("text_encoder", "config.json")],
     ["SD 1.5 tokenizer_config.json", sd("tokenizer", "tokenizer_config.json")],
     ["ddpm-cat-256 UNet config.json", readConfigFile(fixture("configs", "ddpm-cat-256", "config.json"))],
+    // saved by diffusers: it has "num_train_timesteps": null
+    ["UNet2DModel config.json saved by diffusers", readConfigFile(path.resolve(__dirname, "../../datasets/ddpm-cat-tiny-random/unet/config.json"))],
   ];
 
   for (const [name, config] of others) {

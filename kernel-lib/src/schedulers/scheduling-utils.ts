@@ -307,7 +307,8 @@ const MODEL_CONFIG_KEYS = [
  * with the default linear schedule, the wrong noise schedule for most models.)
  */
 function checkIsSchedulerConfig(className: string, config: Record<string, unknown>): void {
-  if (SCHEDULE_KEYS.some((k) => k in config)) return;
+  // (UNet2DModel configs saved by diffusers carry "num_train_timesteps": null, so a key counts when set)
+  if (SCHEDULE_KEYS.some((k) => config[k] !== undefined && config[k] !== null)) return;
   const hint =
     `Pass the scheduler's own config: ${className}.fromConfig(pipe.scheduler.config), or ` +
     `${className}.fromPretrained(<model>, { subfolder: "scheduler" }) for a pipeline folder's scheduler/scheduler_config.json`;

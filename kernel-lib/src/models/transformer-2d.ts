@@ -166,7 +166,6 @@ export class Transformer2DModel extends ModelMixin {
       if (ehs.shape[0] !== batch) throw new Error(`Transformer2DModel: encoder_hidden_states has batch ${ehs.shape[0]} but the sample has batch ${batch}`);
     }
     return tf.tidy(() => {
-      const residual = hiddenStates;
       const inputs: TransformerBlockInputs = {
         encoderHiddenStates: ehs,
         attentionMask: attentionMaskToBias(opts.attentionMask),
@@ -174,17 +173,22 @@ export class Transformer2DModel extends ModelMixin {
         crossAttentionKwargs: opts.crossAttentionKwargs,
       };
       // 1. input: NHWC pixels are the tokens (no permute needed)
-      const normed = this.norm.forward(hiddenStates);
-      let x: tf.Tensor3D;
-      if (this.proj_in instanceof Conv2d) x = tf.reshape(this.proj_in.forward(normed), [batch, height * width, this.innerDim]);
-      else x = this.proj_in.forward(tf.reshape(normed, [batch, height * width, channels]) as tf.Tensor3D);
-      // 2. blocks
-      for (const block of this.transformer_blocks.items) x = block.forward(x, inputs);
-      // 3. output
+      let x = tf.tidy(() => {
+        const normed = this.norm.forward(hiddenStates);
+        if (this.proj_in instanceof Conv2d) return tf.reshape(this.proj_in.forward(normed), [batch, height * width, this.innerDim]) as tf.Tensor3D;
+        return this.proj_in.forward(tf.reshape(normed, [batch, height * width, channels]) as tf.Tensor3D);
+      });
+      // 2. blocks (each intermediate freed once the next block has it)
+      for (const block of this.transformer_blocks.items) {
+        const prev = x;
+        x = block.forward(prev, inputs);
+        prev.dispose();
+      }
+      // 3. output + residual
       let out: tf.Tensor4D;
       if (this.proj_out instanceof Conv2d) out = this.proj_out.forward(tf.reshape(x, [batch, height, width, this.innerDim]));
       else out = tf.reshape(this.proj_out.forward(x), [batch, height, width, channels]);
-      return tf.add(out, residual);
+      return tf.add(out, hiddenStates);
     });
   }
 }

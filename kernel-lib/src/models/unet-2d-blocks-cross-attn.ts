@@ -119,7 +119,8 @@ export class CrossAttnDownBlock2D extends Module implements DownBlock {
       const outputStates: tf.Tensor4D[] = [];
       let h = hiddenStates;
       this.resnets.items.forEach((r, i) => {
-        h = this.attentions.items[i].forward(r.forward(h, ctx.temb), opts);
+        const x = h;
+        h = tf.tidy(() => this.attentions.items[i].forward(r.forward(x, ctx.temb), opts)); // frees the ResNet output
         outputStates.push(h);
       });
       if (this.downsamplers) {
@@ -165,7 +166,10 @@ export class CrossAttnUpBlock2D extends Module implements UpBlock {
       const skips = [...resHiddenStates];
       let h = hiddenStates;
       this.resnets.items.forEach((r, i) => {
-        h = this.attentions.items[i].forward(r.forward(tf.concat([h, skips.pop()!], 3), ctx.temb), opts);
+        const x = h;
+        const skip = skips.pop()!;
+        h = tf.tidy(() => this.attentions.items[i].forward(r.forward(tf.concat([x, skip], 3), ctx.temb), opts));
+        if (x !== hiddenStates) x.dispose(); // keep only the running state (skips belong to the caller)
       });
       if (this.upsamplers) for (const u of this.upsamplers.items) h = u.forward(h, upsampleSize);
       return h;
@@ -229,7 +233,9 @@ export class UNetMidBlock2DCrossAttn extends Module {
       const opts = transformerOptions(ctx);
       let h = this.resnets.items[0].forward(hiddenStates, ctx.temb);
       this.attentions.items.forEach((attn, i) => {
-        h = this.resnets.items[i + 1].forward(attn.forward(h, opts), ctx.temb);
+        const x = h;
+        h = tf.tidy(() => this.resnets.items[i + 1].forward(attn.forward(x, opts), ctx.temb));
+        x.dispose();
       });
       return h;
     });

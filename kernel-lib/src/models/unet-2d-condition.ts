@@ -18,6 +18,7 @@ import { UNetMidBlock2DCrossAttn, type CrossAttnBlockContext } from "./unet-2d-b
 import { attentionMaskToBias } from "./transformer-2d.js";
 import type { TimestepInput } from "./unet-2d.js";
 import type { TimeEmbeddingNorm } from "./resnet.js";
+import { withLoraScale } from "../lora/peft-utils.js";
 
 export interface UNet2DConditionConfig {
   sample_size: number | [number, number] | null;
@@ -421,7 +422,8 @@ export class UNet2DConditionModel extends ModelMixin {
       if (opts.intermediates) opts.intermediates[key] = tf.keep(t.clone());
     };
 
-    return tf.tidy(() => {
+    // diffusers: scale_lora_layers(self, cross_attention_kwargs["scale"]) for this call (lora/peft-utils.ts)
+    return withLoraScale(this, opts.crossAttentionKwargs?.scale, () => tf.tidy(() => {
       // 0. masks become additive biases once: (1 - mask) * -10000, [B, 1, L]
       const ctx: CrossAttnBlockContext = {
         temb: null,
@@ -462,14 +464,17 @@ export class UNet2DConditionModel extends ModelMixin {
       else if (this.mid_block) x = this.mid_block.forward(x, emb);
       if (this.mid_block) keep("mid_block", x);
 
-      // 5. up: each block consumes as many skips as it has ResNets, deepest first
+      // 5. up: each block consumes as many skips as it has ResNets, deepest first; consumed skips and the
+      //    block's input are freed right away (what Python's refcounting does), which lowers the peak
       this.up_blocks.items.forEach((block, i) => {
         const k = block.resnets.length;
         const res = skips.splice(skips.length - k, k);
         const isFinal = i === this.up_blocks.length - 1;
         const size: [number, number] | undefined =
           !isFinal && forwardUpsampleSize ? [skips[skips.length - 1].shape[1], skips[skips.length - 1].shape[2]] : undefined;
-        x = block.forward(x, res, ctx, size);
+        const prev = x;
+        x = block.forward(prev, res, ctx, size);
+        for (const t of new Set([prev, ...res])) if (t !== sample) t.dispose();
         keep(`up_blocks.${i}`, x);
       });
 
@@ -479,6 +484,6 @@ export class UNet2DConditionModel extends ModelMixin {
       x = this.conv_out.forward(this.convAct(x) as tf.Tensor4D);
       keep("conv_out", x);
       return { sample: x };
-    });
+    }));
   }
 }

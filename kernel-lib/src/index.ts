@@ -41,3 +41,7 @@ export * from "./pipelines/image-processor.js";
 export * from "./pipelines/pipeline-stable-diffusion.js";
 export * from "./pipelines/pipeline-stable-diffusion-img2img.js";
 export * from "./pipelines/pipeline-stable-diffusion-inpaint.js";
+export * from "./lora/lora-layer.js";
+export * from "./lora/peft-utils.js";
+export * from "./lora/lora-loader.js";
+export * from "./lora/lora-pipeline.js";

@@ -1,0 +1,131 @@
+// The two convolution-gradient kernels training needs on the wasm backend (tfjs-backend-wasm 4.22), written as
+// forward convolutions, which wasm runs on XNNPACK. Measured on [16,32,32,32] 3x3 32->32 (forward 7.5 ms):
+// - Conv2DBackpropFilter is not registered for wasm at all (any conv weight gradient fails there). As a conv:
+//   dW[i, j, ci, co] = sum_{n,p,q} xpad[n, i + s p, j + s q, ci] dy[n, p, q, co]
+//   is a "valid" conv of x^T [Ci, Hp, Wp, N] (batch <-> channels) with dy^T [Ho, Wo, N, Co] as the filter and
+//   dilation = stride, giving [Ci, kh, kw, Co]: 16 ms (im2col + one 2-D matMul: 48 ms; per-tap matMuls: 32 ms).
+// - Conv2DBackpropInput exists but is a plain single-thread loop (80 ms). As a conv: dx = dy, zero-dilated by the
+//   stride, convolved (stride 1) with the filter flipped in space and with in/out channels swapped,
+//   padded by k - 1 - pad: 17 ms.
+// Both are exact reformulations (same sums, another order): they match the cpu kernels to float32 rounding.
+import * as tf from "@tensorflow/tfjs";
+
+type Pad = "same" | "valid" | number | tf.backend_util.ExplicitPadding;
+type Shape4 = [number, number, number, number];
+type Rounding = "floor" | "round" | "ceil" | undefined;
+
+interface ConvGradAttrs {
+  strides: number | [number, number];
+  pad: Pad;
+  dataFormat?: "NHWC" | "NCHW";
+  dimRoundingMode?: Rounding;
+}
+
+function convInfo(where: string, xShape: Shape4, filterShape: Shape4, a: ConvGradAttrs): tf.backend_util.Conv2DInfo {
+  if (a.dataFormat === "NCHW") throw new Error(`${where} (kit wasm kernel): only NHWC is supported (the kit's layout); got dataFormat NCHW`);
+  return tf.backend_util.computeConv2DInfo(xShape, filterShape, a.strides, 1, a.pad, a.dimRoundingMode, false, "channelsLast");
+}
+
+/** x padded (top/left by the conv's padding) and cut so that tap i reads rows i, i + s, ..., i + (Ho - 1) s exactly. */
+function padForTaps(x: tf.Tensor4D, c: tf.backend_util.Conv2DInfo): tf.Tensor4D {
+  const hp = (c.outHeight - 1) * c.strideHeight + c.filterHeight;
+  const wp = (c.outWidth - 1) * c.strideWidth + c.filterWidth;
+  const bottom = hp - c.inHeight - c.padInfo.top;
+  const right = wp - c.inWidth - c.padInfo.left;
+  let xp = x;
+  if (c.padInfo.top > 0 || c.padInfo.left > 0 || bottom > 0 || right > 0) {
+    xp = tf.pad(x, [[0, 0], [c.padInfo.top, Math.max(bottom, 0)], [c.padInfo.left, Math.max(right, 0)], [0, 0]]);
+  }
+  return bottom < 0 || right < 0 ? tf.slice(xp, [0, 0, 0, 0], [-1, hp, wp, -1]) : xp;
+}
+
+/** dL/dW of y = conv2d(x, W, strides, pad) given dL/dy (NHWC x and dy; W [kh, kw, Ci, Co]). */
+export function conv2dBackpropFilterViaConv(x: tf.Tensor4D, dy: tf.Tensor4D, filterShape: Shape4, attrs: ConvGradAttrs): tf.Tensor4D {
+  return tf.tidy(() => {
+    const c = convInfo("Conv2DBackpropFilter", x.shape, filterShape, attrs);
+    const xt = tf.transpose(padForTaps(x, c), [3, 1, 2, 0]) as tf.Tensor4D; // [Ci, Hp, Wp, N]
+    const dyt = tf.transpose(dy, [1, 2, 0, 3]) as tf.Tensor4D; // [Ho, Wo, N, Co]
+    const dw = tf.conv2d(xt, dyt, 1, "valid", "NHWC", [c.strideHeight, c.strideWidth]); // [Ci, kh, kw, Co]
+    return tf.transpose(dw, [1, 2, 0, 3]) as tf.Tensor4D;
+  });
+}
+
+/** dL/dx of y = conv2d(x, W, strides, pad) given dL/dy (x of shape `inputShape`, NHWC). */
+export function conv2dBackpropInputViaConv(inputShape: Shape4, dy: tf.Tensor4D, filter: tf.Tensor4D, attrs: ConvGradAttrs): tf.Tensor4D {
+  return tf.tidy(() => {
+    const c = convInfo("Conv2DBackpropInput", inputShape, filter.shape, attrs);
+    const { strideHeight: sh, strideWidth: sw, filterHeight: kh, filterWidth: kw } = c;
+    const [n, ho, wo, co] = dy.shape;
+    let d: tf.Tensor4D = dy;
+    if (sh > 1 || sw > 1) {
+      // insert s - 1 zeros between rows / columns: [N, Ho, 1, Wo, 1, C] padded to [N, Ho, sh, Wo, sw, C]
+      const spread = tf.pad(tf.reshape(dy, [n, ho, 1, wo, 1, co]), [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]]);
+      d = tf.slice(tf.reshape(spread, [n, ho * sh, wo * sw, co]) as tf.Tensor4D, [0, 0, 0, 0], [-1, (ho - 1) * sh + 1, (wo - 1) * sw + 1, -1]);
+    }
+    const top = kh - 1 - c.padInfo.top;
+    const left = kw - 1 - c.padInfo.left;
+    const bottom = c.inHeight + kh - 1 - top - d.shape[1];
+    const right = c.inWidth + kw - 1 - left - d.shape[2];
+    if (top < 0 || left < 0) {
+      throw new Error(`Conv2DBackpropInput (kit wasm kernel): padding ${JSON.stringify(c.padInfo)} larger than the filter - 1 is not supported`);
+    }
+    const flipped = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D; // [kh, kw, Co, Ci]
+    const dx = tf.conv2d(d, flipped, 1, [[0, 0], [top, Math.max(bottom, 0)], [left, Math.max(right, 0)], [0, 0]]);
+    // rows of x the forward conv never read get a zero gradient; rows past the output are cut
+    if (bottom < 0 || right < 0) return tf.slice(dx, [0, 0, 0, 0], [-1, c.inHeight, c.inWidth, -1]);
+    return dx;
+  });
+}
+
+/** A kernel made of tf ops: runs them in a tidy and hands the result's data to the engine (not taped: kernelDepth > 0). */
+function composite(name: string, compute: (inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown>) => tf.Tensor): tf.KernelConfig {
+  return {
+    kernelName: name,
+    backendName: "wasm",
+    kernelFunc: ({ inputs, attrs, backend }) => {
+      for (const [k, v] of Object.entries(inputs)) {
+        if (!(v instanceof tf.Tensor)) throw new Error(`${name} (kit wasm kernel): input "${k}" is not a tf.Tensor`);
+      }
+      const out = tf.tidy(() => compute(inputs as Record<string, tf.Tensor>, attrs as Record<string, unknown>));
+      (backend as unknown as { incRef(id: object): void }).incRef(out.dataId); // keep the data when our handle goes
+      out.dispose();
+      return { dataId: out.dataId, shape: out.shape, dtype: out.dtype };
+    },
+  };
+}
+
+const FILTER = composite("Conv2DBackpropFilter", (i, a) =>
+  conv2dBackpropFilterViaConv(i.x as tf.Tensor4D, i.dy as tf.Tensor4D, a.filterShape as Shape4, a as unknown as ConvGradAttrs));
+const INPUT = composite("Conv2DBackpropInput", (i, a) =>
+  conv2dBackpropInputViaConv(a.inputShape as Shape4, i.dy as tf.Tensor4D, i.filter as tf.Tensor4D, a as unknown as ConvGradAttrs));
+
+let builtinInput: tf.KernelConfig | undefined;
+let installed = false;
+
+/**
+ * Registers the two kernels above for the wasm backend (idempotent): Conv2DBackpropFilter (missing in wasm) and
+ * Conv2DBackpropInput (replacing the built-in loop, kept to be restored). Gradients of every conv2d then run on
+ * XNNPACK; conv2dTranspose uses the new Conv2DBackpropInput too.
+ */
+export function registerWasmTrainingKernels(): void {
+  if (installed) return;
+  builtinInput = tf.getKernel("Conv2DBackpropInput", "wasm");
+  if (builtinInput) tf.unregisterKernel("Conv2DBackpropInput", "wasm");
+  if (tf.getKernel("Conv2DBackpropFilter", "wasm")) tf.unregisterKernel("Conv2DBackpropFilter", "wasm");
+  tf.registerKernel(FILTER);
+  tf.registerKernel(INPUT);
+  installed = true;
+}
+
+/** Undoes registerWasmTrainingKernels: no Conv2DBackpropFilter for wasm, the built-in Conv2DBackpropInput back. */
+export function unregisterWasmTrainingKernels(): void {
+  if (!installed) return;
+  tf.unregisterKernel("Conv2DBackpropFilter", "wasm");
+  tf.unregisterKernel("Conv2DBackpropInput", "wasm");
+  if (builtinInput) tf.registerKernel(builtinInput);
+  installed = false;
+}
+
+export function wasmTrainingKernelsRegistered(): boolean {
+  return installed;
+}

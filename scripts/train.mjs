@@ -1,0 +1,140 @@
+// npm run train -- ddpm-cat [--steps N] [--resume] [--out DIR] [--batch B] [--lr LR] [--minutes M] [--export DIR]
+//                           [--checkpoint-every N] [--sample-every N] [--seed S]
+// Trains a recipe with the kit's own training code (kernel-lib/src/training) and writes, under --out
+// (default runs/<recipe>): checkpoints/checkpoint-<step>/ (resumable), loss.csv, loss.png, samples/step-<k>.png
+// and pipeline/ (a DDPMPipeline folder with the EMA weights). --export DIR also copies pipeline/ there.
+// --minutes stops (with a checkpoint) after that much training time in this session; --resume continues from
+// the newest checkpoint with the same noise, data and learning rate as an uninterrupted run.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+import { catFaces } from "../datasets/generators/cat-faces.mjs";
+
+const require = createRequire(import.meta.url);
+const tf = require("@tensorflow/tfjs");
+const K = require("kernel-lib");
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+// ---- recipes: the model, the data and the hyper-parameters of each run
+const RECIPES = {
+  "ddpm-cat": {
+    description: "a small UNet2DModel (google/ddpm-cat-256's block types, 32x32) on procedural cartoon cat faces",
+    unet: {
+      sample_size: 32, in_channels: 3, out_channels: 3, layers_per_block: 1, block_out_channels: [32, 64, 64],
+      down_block_types: ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"], up_block_types: ["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+      // as google/ddpm-cat-256
+      attention_head_dim: null, downsample_padding: 0, flip_sin_to_cos: false, freq_shift: 1, norm_eps: 1e-6, norm_num_groups: 8,
+      act_fn: "silu", center_input_sample: false, mid_block_scale_factor: 1, resnet_time_scale_shift: "default",
+    },
+    // google/ddpm-cat-256's scheduler_config.json
+    scheduler: { beta_start: 0.0001, beta_end: 0.02, beta_schedule: "linear", clip_sample: true, num_train_timesteps: 1000, trained_betas: null, variance_type: "fixed_small" },
+    train: { batchSize: 16, lr: 1e-3, warmupSteps: 50, lrSchedule: "constant_with_warmup", steps: 2000, seed: 0, checkpointEvery: 100, sampleEvery: 250 },
+    // step k trains on pictures k*B ... k*B + B - 1 of the generator's endless stream (seed 0), mapped to [-1, 1]
+    data: (seed) => (step, batchSize) => {
+      const { data } = catFaces(batchSize, { seed, size: 32, start: step * batchSize });
+      for (let i = 0; i < data.length; i++) data[i] = data[i] * 2 - 1;
+      return data;
+    },
+  },
+};
+
+// ---- arguments
+const args = process.argv.slice(2);
+const name = args.find((a) => !a.startsWith("--") && !/^[\d.e-]+$/.test(a));
+const recipe = RECIPES[name];
+if (!recipe) {
+  console.error(`usage: npm run train -- <recipe> [--steps N] [--resume] [--out DIR] [--batch B] [--lr LR] [--minutes M] [--export DIR]\nrecipes: ${Object.entries(RECIPES).map(([k, r]) => `${k} (${r.description})`).join("; ")}`);
+  process.exit(2);
+}
+const opt = (k, dflt) => { const i = args.indexOf(k); return i >= 0 ? args[i + 1] : dflt; };
+const num = (k, dflt) => {
+  const v = opt(k);
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) { console.error(`${k} needs a non-negative number, got "${v}"`); process.exit(2); }
+  return n;
+};
+const t = recipe.train;
+const steps = num("--steps", t.steps);
+const batchSize = num("--batch", t.batchSize);
+const lr = num("--lr", t.lr);
+const seed = num("--seed", t.seed);
+const minutes = num("--minutes", undefined);
+const checkpointEvery = num("--checkpoint-every", t.checkpointEvery);
+const sampleEvery = num("--sample-every", t.sampleEvery);
+const out = path.resolve(opt("--out", path.join(root, "runs", name)));
+const exportDir = opt("--export");
+const resume = args.includes("--resume");
+const ckptDir = path.join(out, "checkpoints");
+
+// ---- model, scheduler, trainer
+const report = await K.initBackend();
+console.log(K.formatBackendReport(report));
+const unet = K.UNet2DModel.fromConfig(recipe.unet, { init: "random", seed });
+const scheduler = K.DDPMScheduler.fromConfig(recipe.scheduler);
+const trainer = new K.DDPMTrainer(unet, scheduler, {
+  data: recipe.data(seed), batchSize, seed, lr, warmupSteps: t.warmupSteps, lrSchedule: t.lrSchedule, trainingSteps: steps,
+});
+fs.mkdirSync(path.join(out, "samples"), { recursive: true });
+const csv = path.join(out, "loss.csv");
+if (resume) {
+  const last = K.listCheckpoints(ckptDir).at(-1);
+  if (!last) { console.error(`--resume: no checkpoint in ${ckptDir}`); process.exit(1); }
+  trainer.loadCheckpoint(last.dir);
+  console.log(`resumed from ${last.dir} (step ${trainer.globalStep}, ${(trainer.trainSeconds / 60).toFixed(1)} min trained)`);
+  // the CSV is rewritten from the checkpoint's history, dropping steps logged after it
+  fs.writeFileSync(csv, "step,loss,lr,grad_norm,seconds\n" + trainer.history.map((e) => `${e.step},${e.loss},${e.lr},${e.gradNorm},${e.seconds.toFixed(3)}`).join("\n") + (trainer.history.length ? "\n" : ""));
+} else {
+  if (K.listCheckpoints(ckptDir).length > 0) { console.error(`${ckptDir} already has checkpoints: pass --resume, or another --out`); process.exit(1); }
+  fs.writeFileSync(csv, "step,loss,lr,grad_norm,seconds\n");
+}
+console.log(`${name}: UNet2DModel ${unet.numParameters()} parameters, batch ${batchSize}, lr ${lr}, steps ${trainer.globalStep} -> ${steps}${minutes ? `, at most ${minutes} min` : ""}; writing ${path.relative(process.cwd(), out) || "."}`);
+
+async function saveSamples(step) {
+  const pipe = new K.DDPMPipeline({ unet: trainer.samplingUnet, scheduler: K.DDPMScheduler.fromConfig(scheduler.config) });
+  pipe.setProgressBarConfig({ disable: true });
+  const { images } = await pipe.generate({ batchSize: 16, numInferenceSteps: 50, generator: new K.Generator().manualSeed(0), outputType: "np" });
+  const grid = K.imageGrid(images, { cols: 8, pad: 1 });
+  fs.writeFileSync(path.join(out, "samples", `step-${String(step).padStart(5, "0")}.png`), await K.toImage(grid, { minSize: 1024 }));
+  tf.dispose([images, grid]);
+}
+
+async function savePlot() {
+  const h = trainer.history;
+  const smooth = h.map((_, i) => { const w = h.slice(Math.max(0, i - 49), i + 1); return w.reduce((s, e) => s + e.loss, 0) / w.length; });
+  const png = await K.chartPng([
+    { x: h.map((e) => e.step), y: h.map((e) => e.loss), name: "loss", mode: "markers" },
+    { x: h.map((e) => e.step), y: smooth, name: "mean of 50" },
+  ], { title: `${name}: L_simple (DDPM eq. 14)`, xaxis: { title: "step" }, yaxis: { title: "MSE", type: "log" } });
+  fs.writeFileSync(path.join(out, "loss.png"), png);
+}
+
+const t0 = performance.now();
+let window = [];
+await trainer.train({
+  steps, checkpointDir: ckptDir, checkpointEvery, checkpointsTotalLimit: 2, maxSeconds: minutes ? minutes * 60 : undefined, progress: false,
+  onStep: async (e) => {
+    fs.appendFileSync(csv, `${e.step},${e.loss},${e.lr},${e.gradNorm},${e.seconds.toFixed(3)}\n`);
+    window.push(e);
+    if (e.step % 10 === 0 || e.step === steps) {
+      const mean = window.reduce((s, x) => s + x.loss, 0) / window.length;
+      const sps = window.reduce((s, x) => s + x.seconds, 0) / window.length;
+      const eta = ((steps - e.step) * sps / 60).toFixed(1);
+      console.log(`step ${e.step}/${steps}  loss ${mean.toFixed(4)}  lr ${e.lr.toExponential(2)}  grad-norm ${e.gradNorm.toFixed(3)}  ${sps.toFixed(2)} s/step  eta ${eta} min  (${((performance.now() - t0) / 60000).toFixed(1)} min this session)`);
+      window = [];
+    }
+    if (sampleEvery && e.step % sampleEvery === 0) { await saveSamples(e.step); await savePlot(); }
+  },
+});
+await savePlot();
+if (!sampleEvery || trainer.globalStep % sampleEvery !== 0) await saveSamples(trainer.globalStep);
+const pipeDir = path.join(out, "pipeline");
+K.saveDDPMPipeline(pipeDir, trainer.samplingUnet, scheduler);
+console.log(`step ${trainer.globalStep}: ${(trainer.trainSeconds / 60).toFixed(1)} min of training in total; pipeline (EMA weights) in ${pipeDir}`);
+if (exportDir) {
+  K.saveDDPMPipeline(path.resolve(exportDir), trainer.samplingUnet, scheduler);
+  console.log(`exported to ${exportDir}`);
+}
+trainer.dispose();
+unet.dispose();

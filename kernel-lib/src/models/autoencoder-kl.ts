@@ -10,6 +10,7 @@ import type { Generator } from "../random/generator.js";
 import { ModelMixin } from "./modeling-utils.js";
 import { Conv2d } from "./layers.js";
 import { Decoder, DiagonalGaussianDistribution, Encoder, type Intermediates } from "./vae.js";
+import { tiledDecode, tiledEncode } from "../memory/vae-tiling.js";
 
 export interface AutoencoderKLConfig {
   in_channels: number;
@@ -78,6 +79,16 @@ export class AutoencoderKL extends ModelMixin {
   readonly decoder: Decoder;
   readonly quant_conv: Conv2d;
   readonly post_quant_conv: Conv2d;
+  /** VAE slicing (diffusers' use_slicing): encode / decode one batch item at a time. */
+  useSlicing = false;
+  /** VAE tiling (diffusers' use_tiling): inputs larger than a tile are encoded / decoded by tiles (memory/vae-tiling.ts). */
+  useTiling = false;
+  /** Picture side of a tile (diffusers' tile_sample_min_size = config.sample_size). */
+  tileSampleMinSize: number;
+  /** Latent side of a tile (diffusers' tile_latent_min_size = sample_size / 2^(levels - 1)). */
+  tileLatentMinSize: number;
+  /** Share of a tile that overlaps its neighbour and is cross-faded (diffusers' tile_overlap_factor). */
+  tileOverlapFactor = 0.25;
 
   constructor(config: Record<string, unknown> = {}) {
     super(AutoencoderKL.className, AutoencoderKL.configSpec, config);
@@ -90,6 +101,27 @@ export class AutoencoderKL extends ModelMixin {
     this.decoder = this.addModule("decoder", new Decoder({ ...common, inChannels: c.latent_channels, outChannels: c.out_channels, upBlockTypes: c.up_block_types }));
     this.quant_conv = this.addModule("quant_conv", new Conv2d(2 * c.latent_channels, 2 * c.latent_channels, 1));
     this.post_quant_conv = this.addModule("post_quant_conv", new Conv2d(c.latent_channels, c.latent_channels, 1));
+    const sampleSize = Array.isArray(c.sample_size) ? c.sample_size[0] : c.sample_size;
+    this.tileSampleMinSize = sampleSize;
+    this.tileLatentMinSize = Math.trunc(sampleSize / 2 ** (c.block_out_channels.length - 1));
+  }
+
+  /** diffusers' enable_slicing: encode / decode a batch one item at a time (same numbers, less memory). */
+  enableSlicing(): void {
+    this.useSlicing = true;
+  }
+
+  disableSlicing(): void {
+    this.useSlicing = false;
+  }
+
+  /** diffusers' enable_tiling: inputs larger than tileSampleMinSize pixels (tileLatentMinSize latents) go by tiles. */
+  enableTiling(useTiling = true): void {
+    this.useTiling = useTiling;
+  }
+
+  disableTiling(): void {
+    this.useTiling = false;
   }
 
   private get cfg(): AutoencoderKLConfig {
@@ -109,7 +141,11 @@ export class AutoencoderKL extends ModelMixin {
    */
   encode(x: tf.Tensor4D, opts: VaeCallOptions = {}): { latentDist: DiagonalGaussianDistribution } {
     this.checkImage(x);
-    const moments = this._encode(x, opts.intermediates);
+    const [b, height, width] = x.shape;
+    const tiles = this.useTiling && (width > this.tileSampleMinSize || height > this.tileSampleMinSize);
+    const slices = !tiles && this.useSlicing && b > 1;
+    if ((tiles || slices) && opts.intermediates) this.noIntermediates("encode");
+    const moments = tiles ? tiledEncode(this, x) : slices ? this.perItem(x, (xi) => this._encode(xi)) : this._encode(x, opts.intermediates);
     try {
       return { latentDist: new DiagonalGaussianDistribution(moments) };
     } finally {
@@ -143,7 +179,38 @@ export class AutoencoderKL extends ModelMixin {
           nchwHint(z, c.latent_channels),
       );
     }
-    return { sample: this._decode(z, opts.intermediates) };
+    const one = (zi: tf.Tensor4D, intermediates?: Intermediates): tf.Tensor4D => {
+      const tiles = this.useTiling && (zi.shape[2] > this.tileLatentMinSize || zi.shape[1] > this.tileLatentMinSize);
+      if (tiles && intermediates) this.noIntermediates("decode");
+      return tiles ? tiledDecode(this, zi) : this._decode(zi, intermediates);
+    };
+    if (this.useSlicing && z.shape[0] > 1) {
+      if (opts.intermediates) this.noIntermediates("decode");
+      return { sample: this.perItem(z, (zi) => one(zi)) };
+    }
+    return { sample: one(z, opts.intermediates) };
+  }
+
+  /** VAE slicing: `run` on each batch item alone, outputs joined along the batch (torch: cat of x.split(1)). */
+  private perItem(x: tf.Tensor4D, run: (xi: tf.Tensor4D) => tf.Tensor4D): tf.Tensor4D {
+    const outs: tf.Tensor4D[] = [];
+    try {
+      for (let i = 0; i < x.shape[0]; i++) {
+        const xi = tf.slice(x, [i, 0, 0, 0], [1, -1, -1, -1]);
+        try {
+          outs.push(run(xi));
+        } finally {
+          xi.dispose();
+        }
+      }
+      return tf.concat(outs, 0);
+    } finally {
+      tf.dispose(outs);
+    }
+  }
+
+  private noIntermediates(what: string): never {
+    throw new Error(`AutoencoderKL.${what}: intermediates are recorded only by a one-pass ${what}; disable VAE slicing / tiling (vae.disableSlicing(), vae.disableTiling()) to record them`);
   }
 
   /** decoder(post_quant_conv(z)) of a batch; the per-item / per-tile unit of sliced or tiled decoding. */

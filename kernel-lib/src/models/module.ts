@@ -33,8 +33,6 @@ export class Parameter {
    * tensor then exists only while loaded (load / unload); reading `value` when unloaded loads it on demand.
    */
   private host: Float32Array | null = null;
-  /** Told about every on-demand load of an offloaded parameter (memory/offload.ts frees them after the call). */
-  static onDemandLoad: ((p: Parameter) => void) | null = null;
   /** Our shape (torch shape permuted by the layout). */
   readonly shape: number[];
 
@@ -69,14 +67,13 @@ export class Parameter {
     return this.variable !== null;
   }
 
-  /** The weight in our layout (an offloaded, unloaded parameter is loaded on demand: see onDemandLoad). */
+  /** The weight in our layout (an offloaded parameter that is not loaded is loaded on demand). */
   get value(): tf.Tensor {
     if (this.variable === null) {
       if (this.host === null) {
         throw new Error("parameter has no value yet: load weights (fromPretrained / loadStateDict) or build with fromConfig(config, { init })");
       }
       this.load();
-      Parameter.onDemandLoad?.(this);
     }
     return this.variable!;
   }

@@ -18,7 +18,7 @@ import { UNetMidBlock2DCrossAttn, type CrossAttnBlockContext } from "./unet-2d-b
 import { attentionMaskToBias } from "./transformer-2d.js";
 import type { TimestepInput } from "./unet-2d.js";
 import type { TimeEmbeddingNorm } from "./resnet.js";
-import { withLoraScale } from "../lora/peft-utils.js";
+import { setAttentionSlice, type AttentionSliceSize } from "../memory/attention-slicing.js";
 
 export interface UNet2DConditionConfig {
   sample_size: number | [number, number] | null;
@@ -387,6 +387,11 @@ export class UNet2DConditionModel extends ModelMixin {
     this.conv_out = this.addModule("conv_out", new Conv2d(boc[0], c.out_channels, c.conv_out_kernel, { padding: padOut }));
   }
 
+  /** diffusers' set_attention_slice: "auto" (half the heads), "max" (one), a number, a list per layer, or null. */
+  setAttentionSlice(sliceSize: AttentionSliceSize = "auto"): void {
+    setAttentionSlice(this, sliceSize);
+  }
+
   /** The text width the cross-attention blocks expect (cross_attention_dim; one value per block if it is a list). */
   get crossAttentionDim(): number | number[] {
     return (this.config as unknown as UNet2DConditionConfig).cross_attention_dim;
@@ -422,8 +427,7 @@ export class UNet2DConditionModel extends ModelMixin {
       if (opts.intermediates) opts.intermediates[key] = tf.keep(t.clone());
     };
 
-    // diffusers: scale_lora_layers(self, cross_attention_kwargs["scale"]) for this call (lora/peft-utils.ts)
-    return withLoraScale(this, opts.crossAttentionKwargs?.scale, () => tf.tidy(() => {
+    return tf.tidy(() => {
       // 0. masks become additive biases once: (1 - mask) * -10000, [B, 1, L]
       const ctx: CrossAttnBlockContext = {
         temb: null,
@@ -481,6 +485,6 @@ export class UNet2DConditionModel extends ModelMixin {
       x = this.conv_out.forward(this.convAct(x) as tf.Tensor4D);
       keep("conv_out", x);
       return { sample: x };
-    }));
+    });
   }
 }

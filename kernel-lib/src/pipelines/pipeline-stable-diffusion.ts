@@ -12,8 +12,6 @@ import type { SchedulerMixin } from "../schedulers/scheduling-utils.js";
 import { DiffusionPipelineBase, postprocessImages, type OutputType } from "./pipeline-utils.js";
 import { loadPipelineComponents, type LoadOptions } from "./pipeline-loading.js";
 import { LivePreview } from "../display/preview.js";
-import { LoraLoaderMixin } from "../lora/lora-pipeline.js";
-import { withLoraScale } from "../lora/peft-utils.js";
 
 export interface StableDiffusionComponents {
   vae: AutoencoderKL;
@@ -77,7 +75,7 @@ function repeatEach<T extends tf.Tensor>(x: T, n: number): T {
   });
 }
 
-export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBase) {
+export class StableDiffusionPipeline extends DiffusionPipelineBase {
   vae: AutoencoderKL;
   textEncoder: CLIPTextModel;
   tokenizer: CLIPTokenizer;
@@ -85,6 +83,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
   scheduler: SchedulerMixin;
   /** Components the pipeline loads from model_index.json (its keys, in diffusers' names). */
   static readonly componentNames = ["vae", "text_encoder", "tokenizer", "unet", "scheduler"];
+  static override readonly modelCpuOffloadSeq = "text_encoder->unet->vae";
 
   constructor({ vae, textEncoder, tokenizer, unet, scheduler }: StableDiffusionComponents) {
     super();
@@ -105,6 +104,24 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
       unet: parts.unet as UNet2DConditionModel,
       scheduler: parts.scheduler as SchedulerMixin,
     });
+  }
+
+  /** diffusers' enable_vae_slicing: the VAE decodes (and encodes) one picture of the batch at a time. */
+  enableVaeSlicing(): void {
+    this.vae.enableSlicing();
+  }
+
+  disableVaeSlicing(): void {
+    this.vae.disableSlicing();
+  }
+
+  /** diffusers' enable_vae_tiling: pictures larger than vae.tileSampleMinSize go through the VAE in blended tiles. */
+  enableVaeTiling(): void {
+    this.vae.enableTiling();
+  }
+
+  disableVaeTiling(): void {
+    this.vae.disableTiling();
   }
 
   /** 2^(levels - 1): 8 for SD's VAE. */
@@ -219,9 +236,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     const batch = (prompts?.length ?? opts.promptEmbeds!.shape[0]) * numPer;
     // diffusers: do_classifier_free_guidance = guidance_scale > 1 (and no guidance embedding)
     const doCfg = guidance > 1 && this.unet.config.time_cond_proj_dim == null;
-    // diffusers' encode_prompt(lora_scale=cross_attention_kwargs["scale"]): the text encoder's LoRA layers scaled too
-    const embeds = withLoraScale(this.textEncoder, opts.crossAttentionKwargs?.scale, () =>
-      this.encodePrompt(prompts, numPer, doCfg, opts.negativePrompt, opts.promptEmbeds, opts.negativePromptEmbeds));
+    const embeds = this.encodePrompt(prompts, numPer, doCfg, opts.negativePrompt, opts.promptEmbeds, opts.negativePromptEmbeds);
     return { embeds, batch, doCfg, guidance };
   }
 
@@ -270,9 +285,13 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
 
   /** Final latents -> the requested output (takes ownership of `latents`). */
   protected async finish(latents: tf.Tensor4D, outputType: OutputType | "latent"): Promise<StableDiffusionOutput<tf.Tensor4D | Buffer[]>> {
-    if (outputType === "latent") return { images: latents };
+    if (outputType === "latent") {
+      this.maybeFreeModelHooks();
+      return { images: latents };
+    }
     const pictures = this.decodeLatents(latents);
     latents.dispose();
+    this.maybeFreeModelHooks();
     return { images: await postprocessImages(pictures, outputType) };
   }
 

@@ -3,6 +3,14 @@
 import * as tf from "@tensorflow/tfjs";
 import { toImage } from "../display/image.js";
 import { ProgressBar, type ProgressOptions } from "../display/progress.js";
+import type { AttentionSliceSize } from "../memory/attention-slicing.js";
+import {
+  disableCpuOffload,
+  enableModelCpuOffload as modelCpuOffload,
+  enableSequentialCpuOffload as sequentialCpuOffload,
+  maybeFreeModelHooks as freeModelHooks,
+  pipelineModules,
+} from "../memory/offload.js";
 
 export type OutputType = "png" | "np" | "tensor";
 
@@ -16,6 +24,46 @@ export abstract class DiffusionPipelineBase {
 
   protected progressBar(total: number): ProgressBar {
     return new ProgressBar(total, this.progressBarConfig);
+  }
+
+  /** diffusers' model_cpu_offload_seq: the order model offload loads components in (null: declaration order). */
+  static readonly modelCpuOffloadSeq: string | null = null;
+
+  /**
+   * diffusers' enable_attention_slicing on every component that has setAttentionSlice (the UNet): "auto" halves
+   * the heads, "max" computes one (batch, head) pair at a time, a number that many (memory/attention-slicing.ts).
+   */
+  enableAttentionSlicing(sliceSize: AttentionSliceSize = "auto"): void {
+    for (const [, m] of pipelineModules(this)) (m as { setAttentionSlice?: (s: AttentionSliceSize) => void }).setAttentionSlice?.(sliceSize);
+  }
+
+  disableAttentionSlicing(): void {
+    this.enableAttentionSlicing(null);
+  }
+
+  /** diffusers' enable_model_cpu_offload: one whole model loaded at a time, in modelCpuOffloadSeq order (memory/offload.ts). */
+  enableModelCpuOffload(): void {
+    modelCpuOffload(this, (this.constructor as typeof DiffusionPipelineBase).modelCpuOffloadSeq);
+  }
+
+  /** diffusers' enable_sequential_cpu_offload: each layer's weights loaded just for its own forward (memory/offload.ts). */
+  enableSequentialCpuOffload(): void {
+    sequentialCpuOffload(this);
+  }
+
+  /** Removes model offload: every weight resident again. */
+  disableModelCpuOffload(): void {
+    disableCpuOffload(this);
+  }
+
+  /** Removes sequential offload: every weight resident again. */
+  disableSequentialCpuOffload(): void {
+    disableCpuOffload(this);
+  }
+
+  /** diffusers' maybe_free_model_hooks, at the end of a call: offloaded models free their loaded weights. */
+  maybeFreeModelHooks(): void {
+    freeModelHooks(this);
   }
 
   /** Frees every component's weights. */

@@ -19,6 +19,7 @@ import { attentionMaskToBias } from "./transformer-2d.js";
 import type { TimestepInput } from "./unet-2d.js";
 import type { TimeEmbeddingNorm } from "./resnet.js";
 import { setAttentionSlice, type AttentionSliceSize } from "../memory/attention-slicing.js";
+import { withLoraScale } from "../lora/peft-utils.js";
 
 export interface UNet2DConditionConfig {
   sample_size: number | [number, number] | null;
@@ -427,7 +428,8 @@ export class UNet2DConditionModel extends ModelMixin {
       if (opts.intermediates) opts.intermediates[key] = tf.keep(t.clone());
     };
 
-    return tf.tidy(() => {
+    // diffusers: scale_lora_layers(self, cross_attention_kwargs["scale"]) for this call (lora/peft-utils.ts)
+    return withLoraScale(this, opts.crossAttentionKwargs?.scale, () => tf.tidy(() => {
       // 0. masks become additive biases once: (1 - mask) * -10000, [B, 1, L]
       const ctx: CrossAttnBlockContext = {
         temb: null,
@@ -485,6 +487,6 @@ export class UNet2DConditionModel extends ModelMixin {
       x = this.conv_out.forward(this.convAct(x) as tf.Tensor4D);
       keep("conv_out", x);
       return { sample: x };
-    });
+    }));
   }
 }

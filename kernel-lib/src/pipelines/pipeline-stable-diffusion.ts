@@ -12,6 +12,8 @@ import type { SchedulerMixin } from "../schedulers/scheduling-utils.js";
 import { DiffusionPipelineBase, postprocessImages, type OutputType } from "./pipeline-utils.js";
 import { loadPipelineComponents, type LoadOptions } from "./pipeline-loading.js";
 import { LivePreview } from "../display/preview.js";
+import { LoraLoaderMixin } from "../lora/lora-pipeline.js";
+import { withLoraScale } from "../lora/peft-utils.js";
 
 export interface StableDiffusionComponents {
   vae: AutoencoderKL;
@@ -75,7 +77,7 @@ function repeatEach<T extends tf.Tensor>(x: T, n: number): T {
   });
 }
 
-export class StableDiffusionPipeline extends DiffusionPipelineBase {
+export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBase) {
   vae: AutoencoderKL;
   textEncoder: CLIPTextModel;
   tokenizer: CLIPTokenizer;
@@ -236,7 +238,9 @@ export class StableDiffusionPipeline extends DiffusionPipelineBase {
     const batch = (prompts?.length ?? opts.promptEmbeds!.shape[0]) * numPer;
     // diffusers: do_classifier_free_guidance = guidance_scale > 1 (and no guidance embedding)
     const doCfg = guidance > 1 && this.unet.config.time_cond_proj_dim == null;
-    const embeds = this.encodePrompt(prompts, numPer, doCfg, opts.negativePrompt, opts.promptEmbeds, opts.negativePromptEmbeds);
+    // diffusers' encode_prompt(lora_scale=cross_attention_kwargs["scale"]): the text encoder's LoRA layers scaled too
+    const embeds = withLoraScale(this.textEncoder, opts.crossAttentionKwargs?.scale, () =>
+      this.encodePrompt(prompts, numPer, doCfg, opts.negativePrompt, opts.promptEmbeds, opts.negativePromptEmbeds));
     return { embeds, batch, doCfg, guidance };
   }
 

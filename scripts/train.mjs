@@ -71,7 +71,8 @@ const ckptDir = path.join(out, "checkpoints");
 // ---- model, scheduler, trainer
 const report = await K.initBackend();
 console.log(K.formatBackendReport(report));
-const unet = K.UNet2DModel.fromConfig(recipe.unet, { init: "random", seed });
+// initial weights from seed + 1: tfjs' randomNormal treats a seed of 0 as "no seed" (Math.random)
+const unet = K.UNet2DModel.fromConfig(recipe.unet, { init: "random", seed: seed + 1 });
 const scheduler = K.DDPMScheduler.fromConfig(recipe.scheduler);
 const trainer = new K.DDPMTrainer(unet, scheduler, {
   data: recipe.data(seed), batchSize, seed, lr, warmupSteps: t.warmupSteps, lrSchedule: t.lrSchedule, trainingSteps: steps,

@@ -209,3 +209,22 @@ export function catFaces(n, { seed = 0, size = 32, start = 0, supersample = 4 } 
   for (let i = 0; i < n; i++) renderCatFace(start + i, { seed, size, supersample, out: data, offset: i * size * size * 3 });
   return { data, shape: [n, size, size, 3] };
 }
+
+// node datasets/generators/cat-faces.mjs [out.png] [--n 64] [--seed 0]: a grid of the first n pictures (4x enlarged)
+if (process.argv[1] && import.meta.url === (await import("node:url")).pathToFileURL(process.argv[1]).href) {
+  const { default: sharp } = await import("sharp");
+  const args = process.argv.slice(2);
+  const opt = (k, d) => { const i = args.indexOf(k); return i >= 0 ? Number(args[i + 1]) : d; };
+  const file = args.find((a, i) => !a.startsWith("--") && !(i > 0 && args[i - 1].startsWith("--"))) ?? "cat-faces-grid.png";
+  const n = opt("--n", 64), seed = opt("--seed", 0), size = 32, cols = 8, pad = 2;
+  const { data } = catFaces(n, { seed, size });
+  const rows = Math.ceil(n / cols), cell = size + pad;
+  const W = cols * cell + pad, H = rows * cell + pad;
+  const buf = Buffer.alloc(W * H * 3, 255);
+  for (let i = 0; i < n; i++) for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) for (let c = 0; c < 3; c++) {
+    const o = ((pad + Math.floor(i / cols) * cell + y) * W + pad + (i % cols) * cell + x) * 3 + c;
+    buf[o] = Math.round(data[((i * size + y) * size + x) * 3 + c] * 255);
+  }
+  await sharp(buf, { raw: { width: W, height: H, channels: 3 } }).resize(W * 4, H * 4, { kernel: "nearest" }).png().toFile(file);
+  console.log(`${n} cat faces (seed ${seed}) -> ${file}`);
+}

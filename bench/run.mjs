@@ -213,6 +213,54 @@ if (want("schedulers")) {
   }
 }
 
+// --- training on wasm: the conv-gradient kernels (kernel-lib/src/training/wasm-kernels.ts) and one training step
+// Each conv shape of the ddpm-cat recipe at batch 16: the forward conv, our Conv2DBackpropFilter (a dilated conv),
+// the built-in Conv2DBackpropInput (a plain loop) and ours (a conv of the zero-dilated gradient); all four do the
+// same multiply-adds. Then seconds per DDPMTrainer step of the recipe (batch 16) beside one forward of that batch.
+if (want("training")) {
+  const { RECIPES } = await import("../scripts/train-recipes.mjs");
+  const B = 16;
+  const convCases = [[32, 32, 32, 1, 1], [16, 64, 64, 1, 1], [8, 64, 64, 1, 1], [32, 96, 32, 1, 1], [32, 32, 32, 2, [[0, 0], [0, 1], [0, 1], [0, 0]]]];
+  const wasm = tf.getBackend() === "wasm";
+  for (const [h, ci, co, stride, pad] of quick ? convCases.slice(0, 1) : convCases) {
+    const x = tf.randomNormal([B, h, h, ci]), w = tf.randomNormal([3, 3, ci, co]);
+    const y = tf.conv2d(x, w, stride, pad);
+    const dy = tf.randomNormal(y.shape);
+    const g = 2 * y.size * 9 * ci / 1e9;
+    const label = `training conv 3x3 [${B},${h},${h},${ci}]->${co} stride ${stride}`;
+    const entry = (secs) => ({ seconds: secs, gflops: g, gflopsPerSec: g / secs });
+    results.cases[`${label} forward`] = entry(await timeIt(() => sync(tf.tidy(() => tf.conv2d(x, w, stride, pad))), { runs: 5 }));
+    if (wasm) {
+      K.unregisterWasmTrainingKernels();
+      results.cases[`${label} Conv2DBackpropInput built-in`] = entry(await timeIt(() => sync(tf.tidy(() => tf.conv2dTranspose(dy, w, x.shape, stride, pad))), { runs: 3 }));
+    }
+    K.prepareTfjsForTraining();
+    results.cases[`${label} Conv2DBackpropInput kit`] = entry(await timeIt(() => sync(tf.tidy(() => tf.conv2dTranspose(dy, w, x.shape, stride, pad))), { runs: 5 }));
+    const filterAttrs = { strides: stride, pad, dataFormat: "NHWC", filterShape: [3, 3, ci, co] };
+    results.cases[`${label} Conv2DBackpropFilter kit`] = entry(await timeIt(() => { const dw = tf.engine().runKernel("Conv2DBackpropFilter", { x, dy }, filterAttrs); sync(dw); dw.dispose(); }, { runs: 5 }));
+    tf.dispose([x, w, y, dy]);
+  }
+  const r = RECIPES["ddpm-cat"];
+  const unet = K.UNet2DModel.fromConfig(r.unet, { seed: 1 });
+  const scheduler = K.DDPMScheduler.fromConfig(r.scheduler);
+  const trainer = new K.DDPMTrainer(unet, scheduler, { data: r.data(0), batchSize: B, lr: r.train.lr, warmupSteps: 0 });
+  trainer.trainStep(); // warm-up
+  const before = tf.memory().numTensors;
+  const stepSecs = await timeIt(() => trainer.trainStep(), { warmup: 0, runs: quick ? 1 : 3 });
+  if (tf.memory().numTensors !== before) throw new Error(`bench: a training step leaked ${tf.memory().numTensors - before} tensors`);
+  const xb = tf.randomNormal([B, 32, 32, 3]);
+  const ts = Array.from({ length: B }, (_, i) => (i * 61) % 1000);
+  const fwd = await timeIt(() => { const o = unet.forward(xb, ts).sample; sync(o); o.dispose(); }, { runs: 3 });
+  const flops = await countFlops(() => unet.forward(xb, ts).sample);
+  results.cases[`training step ddpm-cat recipe (${unet.numParameters()} params) batch ${B}`] = {
+    seconds: stepSecs, forwardSeconds: fwd, ratioToForward: stepSecs / fwd, forwardGflops: flops / 1e9, samplesPerSecond: B / stepSecs,
+    note: "DDPMTrainer.trainStep: cat-face batch, noise, forward + backward, grad clipping, AdamW, EMA",
+  };
+  tf.dispose(xb);
+  trainer.dispose();
+  unet.dispose();
+}
+
 // --- results file and table
 fs.mkdirSync(path.join(here, "results"), { recursive: true });
 // a partial run (--only=...) updates its own cases in the existing results and keeps the others

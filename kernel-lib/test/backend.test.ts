@@ -1,9 +1,18 @@
 // The backend order tensorflow(CUDA) -> tensorflow(CPU) -> wasm -> cpu, with the reason for each
 // skipped one. Native packages cannot install here, so their loading is simulated by a loader.
-import { describe, it, expect, afterAll } from "vitest";
+// wasm threads: a child process starts 2 threads (this suite keeps its single-thread backend).
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { MathBackendCPU } from "@tensorflow/tfjs-backend-cpu";
 import { initBackend, formatBackendReport, findCudaLibraries, type Loader } from "../src/runtime/backend.js";
+import { resolveWasmThreads, wasmThreadsInUse } from "../src/runtime/wasm-threads.js";
+import { loadSafetensors } from "../src/io/safetensors.js";
+import { threadsProbe, TINY_GOLDEN } from "./wasm-threads-probe.js";
+import { loadFixture, nchwToNhwc, expectClose, TOL } from "./helpers.js";
 
 const notInstalled = (pkg: string) => Object.assign(new Error(`Cannot find module '${pkg}'`), { code: "MODULE_NOT_FOUND" });
 const real: Loader = (pkg) => require(pkg);
@@ -84,6 +93,92 @@ describe("backend selection", () => {
       await expect(initBackend({ force: true, load: (p) => { throw notInstalled(p); } })).rejects.toThrow(/tensorflow backend was requested.*not installed/);
     } finally {
       delete process.env.TFJS_BACKEND;
+    }
+  });
+});
+
+/** Runs wasm-threads-child.ts; resolves with its output, the exit code and how long it took to exit after "done". */
+function runChild(threads: number, out: string): Promise<{ code: number | null; log: string; exitAfterDoneMs: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(__dirname, "wasm-threads-child.ts"), String(threads), out], {
+      cwd: path.resolve(__dirname, "../.."), env: { ...process.env, TFJS_WASM_THREADS: "" },
+    });
+    let log = "";
+    let doneAt = 0;
+    const onData = (d: Buffer) => { log += d; if (!doneAt && /^done /m.test(log)) doneAt = performance.now(); };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    const timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error(`the ${threads}-thread child did not exit within 240 s (a pool worker holds the process?):\n${log}`)); }, 240_000);
+    child.on("exit", (code) => { clearTimeout(timer); resolve({ code, log, exitAfterDoneMs: doneAt ? performance.now() - doneAt : -1 }); });
+  });
+}
+
+describe("wasm threads", () => {
+  beforeAll(async () => {
+    dropTensorflow();
+    await initBackend({ prefer: "wasm", force: true }); // the tests above leave cpu or a fake backend active
+  });
+
+  it("parses thread counts and rejects bad ones", () => {
+    expect(resolveWasmThreads(undefined, "x")).toBe(1);
+    expect(resolveWasmThreads("2", "TFJS_WASM_THREADS")).toBe(2);
+    expect(resolveWasmThreads("auto", "x")).toBe(Math.max(1, os.cpus().length));
+    expect(() => resolveWasmThreads("two", "TFJS_WASM_THREADS")).toThrow(/TFJS_WASM_THREADS="two" is not a thread count/);
+    expect(() => resolveWasmThreads(0, "wasmThreads")).toThrow(/wasmThreads=0/);
+  });
+
+  it("starts 2 threads in a child process, matches 1 thread bit for bit, and the process exits by itself", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wasm-threads-"));
+    try {
+      const out = path.join(dir, "t2.safetensors");
+      const r = await runChild(2, out);
+      expect(r.code, r.log).toBe(0);
+      expect(r.log).toMatch(/tfjs backend: wasm \(WebAssembly SIMD, 2 threads\)/);
+      expect(r.exitAfterDoneMs, "the child took long to exit after its work").toBeLessThan(30_000);
+      const theirs = loadSafetensors(out);
+      expect(Array.from(theirs.threads.dataSync())).toEqual([2]);
+      expect(wasmThreadsInUse()).toBe(1); // this process keeps its single-thread backend
+      const ours = await threadsProbe();
+      for (const k of Object.keys(ours)) {
+        expect(theirs[k].shape, k).toEqual(ours[k].shape);
+        const a = new Uint32Array(new Float32Array(theirs[k].dataSync()).buffer);
+        const b = new Uint32Array(new Float32Array(ours[k].dataSync()).buffer);
+        let diff = 0;
+        for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) diff++;
+        expect(diff, `${k}: elements that differ between 2 threads and 1 thread`).toBe(0);
+      }
+      const golden = loadFixture(TINY_GOLDEN);
+      const expected = nchwToNhwc(golden["c0_int999/output"]);
+      expectClose(theirs.unet, expected, TOL.model.atol, 0, "2-thread UNet vs diffusers");
+      tf.dispose([expected, ...Object.values(golden), ...Object.values(theirs), ...Object.values(ours)]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps one thread, saying why, when tensors live on the running backend", async () => {
+    const before = tf.memory().numTensors;
+    const keep = tf.scalar(1);
+    const r = await initBackend({ prefer: "wasm", force: true, wasmThreads: 2 });
+    expect(r.wasmThreads).toMatchObject({ requested: 2, threads: 1 });
+    expect(formatBackendReport(r)).toMatch(/1 thread\).*\n.*asked 2: the wasm backend already runs 1 thread\(s\) and \d+ tensors live/);
+    keep.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it("falls back to one thread with the reason for another tfjs-backend-wasm version or no SharedArrayBuffer", async () => {
+    const wasm = require("@tensorflow/tfjs-backend-wasm");
+    const other: Loader = (pkg) => (pkg === "@tensorflow/tfjs-backend-wasm" ? { ...wasm, version_wasm: "4.23.0" } : real(pkg));
+    const r = await initBackend({ prefer: "wasm", force: true, wasmThreads: 2, load: other });
+    expect(r).toMatchObject({ backend: "wasm", wasmThreads: { requested: 2, threads: 1 } });
+    expect(formatBackendReport(r)).toMatch(/asked 2: threads need @tensorflow\/tfjs-backend-wasm 4\.22\.0 .*found 4\.23\.0/);
+    const sab = globalThis.SharedArrayBuffer;
+    try {
+      (globalThis as { SharedArrayBuffer?: unknown }).SharedArrayBuffer = undefined;
+      const r2 = await initBackend({ prefer: "wasm", force: true, wasmThreads: 2 });
+      expect(r2.wasmThreads?.why).toMatch(/SharedArrayBuffer/);
+    } finally {
+      globalThis.SharedArrayBuffer = sab;
     }
   });
 });

@@ -1,9 +1,11 @@
 // Picks the fastest tfjs backend that loads here: TensorFlow on CUDA (@tensorflow/tfjs-node-gpu),
 // then TensorFlow on CPU (@tensorflow/tfjs-node), then WebAssembly, then plain JavaScript, and
-// remembers why each better one was not taken. TFJS_BACKEND=tensorflow|wasm|cpu overrides.
+// remembers why each better one was not taken. TFJS_BACKEND=tensorflow|wasm|cpu overrides;
+// TFJS_WASM_THREADS (or wasmThreads) sets the wasm backend's thread count (wasm-threads.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
+import { resolveWasmThreads, startWasmBackend, type WasmThreadsStatus } from "./wasm-threads.js";
 
 export type BackendChoice = "tensorflow" | "wasm" | "cpu";
 
@@ -19,6 +21,8 @@ export interface BackendReport {
   description: string;   // one line for people
   attempts: BackendAttempt[];
   override?: string;     // the TFJS_BACKEND value, if any
+  /** wasm only: pool threads asked for and running, and why they differ */
+  wasmThreads?: WasmThreadsStatus;
 }
 
 /** How a package is loaded; tests inject failures. */
@@ -84,14 +88,16 @@ async function tryTensorflow(load: Loader, attempts: BackendAttempt[], allowGpu:
   return null;
 }
 
-async function tryWasm(load: Loader, attempts: BackendAttempt[]): Promise<BackendReport | null> {
+async function tryWasm(load: Loader, attempts: BackendAttempt[], threads: number): Promise<BackendReport | null> {
   try {
-    load("@tensorflow/tfjs-backend-wasm");
-    const ok = await tf.setBackend("wasm");
-    if (!ok) throw new Error("tf.setBackend('wasm') returned false");
+    const pkg = load("@tensorflow/tfjs-backend-wasm") as Parameters<typeof startWasmBackend>[0];
+    const status = await startWasmBackend(pkg, threads);
     await tf.ready();
-    attempts.push({ candidate: "wasm via @tensorflow/tfjs-backend-wasm", ok: true, why: "WebAssembly SIMD kernels (XNNPACK), one thread" });
-    return { backend: "wasm", device: "cpu", description: "wasm (WebAssembly SIMD, 1 thread)", attempts };
+    const n = status.threads;
+    const why = `WebAssembly SIMD kernels (XNNPACK), ${n === 1 ? "one thread" : `${n} threads`}` +
+      (n !== status.requested ? ` (asked ${status.requested}: ${status.why})` : n > 1 ? ` (${status.why})` : "");
+    attempts.push({ candidate: "wasm via @tensorflow/tfjs-backend-wasm", ok: true, why });
+    return { backend: "wasm", device: "cpu", description: `wasm (WebAssembly SIMD, ${n} thread${n === 1 ? "" : "s"})`, attempts, wasmThreads: status };
   } catch (e) {
     attempts.push({ candidate: "wasm via @tensorflow/tfjs-backend-wasm", ok: false, why: explainLoadError("@tensorflow/tfjs-backend-wasm", e) });
     return null;
@@ -105,13 +111,34 @@ async function useCpu(attempts: BackendAttempt[]): Promise<BackendReport> {
   return { backend: "cpu", device: "cpu", description: "cpu (plain JavaScript, slow)", attempts };
 }
 
+export interface InitBackendOptions {
+  /** one backend to use (else env TFJS_BACKEND, else the best that loads) */
+  prefer?: BackendChoice;
+  /** choose again even if a backend was chosen before */
+  force?: boolean;
+  /** how packages are loaded (tests inject failures) */
+  load?: Loader;
+  /**
+   * wasm pool threads: a count or "auto" (one per core); else env TFJS_WASM_THREADS, else
+   * DEFAULT_WASM_THREADS. Set it before any tensor exists: a running wasm backend restarts only when
+   * no tensor lives. Results are bit-identical for any count.
+   */
+  wasmThreads?: number | "auto";
+}
+
+/** Thread count when neither wasmThreads nor TFJS_WASM_THREADS says (see README, Backends). */
+export const DEFAULT_WASM_THREADS: number | "auto" = 1;
+
 /**
  * Selects and initialises the backend (once; later calls return the same report unless
  * `force`). `prefer` (or env TFJS_BACKEND) names one backend to use; it fails loudly if unavailable.
  */
-export async function initBackend(opts: { prefer?: BackendChoice; force?: boolean; load?: Loader } = {}): Promise<BackendReport> {
+export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendReport> {
   if (current && !opts.force) return current;
   const load = opts.load ?? defaultLoader;
+  const threads = opts.wasmThreads !== undefined
+    ? resolveWasmThreads(opts.wasmThreads, "wasmThreads")
+    : resolveWasmThreads(process.env.TFJS_WASM_THREADS || DEFAULT_WASM_THREADS, process.env.TFJS_WASM_THREADS ? "TFJS_WASM_THREADS" : "DEFAULT_WASM_THREADS");
   const override = opts.prefer ?? (process.env.TFJS_BACKEND as BackendChoice | undefined);
   const attempts: BackendAttempt[] = [];
   let report: BackendReport | null = null;
@@ -120,14 +147,14 @@ export async function initBackend(opts: { prefer?: BackendChoice; force?: boolea
       throw new Error(`TFJS_BACKEND="${override}" is not a backend; use tensorflow, wasm or cpu`);
     }
     if (override === "tensorflow") report = await tryTensorflow(load, attempts, true);
-    else if (override === "wasm") report = await tryWasm(load, attempts);
+    else if (override === "wasm") report = await tryWasm(load, attempts, threads);
     else report = await useCpu(attempts);
     if (!report) {
       throw new Error(`The ${override} backend was requested (TFJS_BACKEND or prefer) but could not start: ${attempts.map((a) => a.why).join("; ")}`);
     }
     report.override = override;
   } else {
-    report = (await tryTensorflow(load, attempts, true)) ?? (await tryWasm(load, attempts)) ?? (await useCpu(attempts));
+    report = (await tryTensorflow(load, attempts, true)) ?? (await tryWasm(load, attempts, threads)) ?? (await useCpu(attempts));
   }
   current = report;
   return report;

@@ -147,6 +147,37 @@ describe("scheduler swaps: every pair of the ten", () => {
   });
 });
 
+describe("scheduler swaps: keys the target class does not have", () => {
+  const abar = (s: SchedulerMixin) => Array.from((s as unknown as { alphasCumprod: Float32Array }).alphasCumprod);
+
+  it("rescale_betas_zero_snr left by DDIM is kept in the config but changes nothing where diffusers 0.27.2 has no such argument", () => {
+    const raw = rawConfig("sd15");
+    const zsnr = DDIMScheduler.fromConfig(raw, { rescale_betas_zero_snr: true }).config;
+    for (const B of TEN) {
+      const swapped = B.fromConfig(zsnr);
+      expect(swapped.config.rescale_betas_zero_snr, B.className).toBe(true);
+      const hasKey = "rescale_betas_zero_snr" in (B as unknown as { configSpec: { defaults: object } }).configSpec.defaults;
+      const same = abar(swapped).every((v, i) => v === abar(B.fromConfig(raw))[i]);
+      expect(same, `${B.className} ${hasKey ? "rescales" : "ignores the key"}`).toBe(!hasKey);
+    }
+  });
+
+  it("use_karras_sigmas left by LMS does not switch Karras sigmas on in Euler a (which has no such option)", () => {
+    const raw = rawConfig("sd15");
+    const karras = LMSDiscreteScheduler.fromConfig(raw, { use_karras_sigmas: true }).config;
+    const a = EulerAncestralDiscreteScheduler.fromConfig(karras);
+    const b = EulerAncestralDiscreteScheduler.fromConfig(raw);
+    a.setTimesteps(10);
+    b.setTimesteps(10);
+    expect(a.timesteps).toEqual(b.timesteps);
+    expect(Array.from(a.sigmas)).toEqual(Array.from(b.sigmas));
+    const h = HeunDiscreteScheduler.fromConfig(karras); // Heun has the option: it follows it
+    h.setTimesteps(10);
+    expect(h.config.use_karras_sigmas).toBe(true);
+    expect(h.timesteps[1]).not.toBe(b.timesteps[1]);
+  });
+});
+
 describe("scheduler swaps that cannot work fail clearly", () => {
   const sd = (...p: string[]) => readConfigFile(fixture("configs", "stable-diffusion-v1-5", ...p));
   const others: [string, Record<string, unknown>][] = [

@@ -2,23 +2,19 @@
 // scheduling_ddim.py: the generalised update of eq. 12 with sigma_t(eta) from eq. 16; eta = 0 is
 // deterministic DDIM, eta = 1 matches DDPM's variance. Float32 scalars and tensors, as torch.
 import * as tf from "@tensorflow/tfjs";
-import { type Config, type ConfigSpec, oneOf } from "../io/config.js";
+import { type Config, type ConfigSpec } from "../io/config.js";
 import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,
   type NoiseOptions,
-  PREDICTION_TYPES,
   type PredictionType,
   SchedulerMixin,
   type SchedulerOutputWithOriginal,
-  TIMESTEP_SPACINGS,
   type Timestep,
   type TimestepSpacing,
   addNoiseWithAlphas,
   alphasFromBetas,
-  betasFromConfig,
   checkNumInferenceSteps,
-  checkRange,
   checkShape,
   clipOrThreshold,
   cumprodF32,
@@ -98,12 +94,8 @@ export class DDIMScheduler extends SchedulerMixin {
 
   constructor(config: Partial<DDIMSchedulerConfig> | Record<string, unknown> = {}) {
     super(config);
-    const name = DDIMScheduler.className;
     const c = this.config;
-    oneOf(name, c, "prediction_type", PREDICTION_TYPES);
-    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
-    if (c.thresholding) checkRange(name, c, "dynamic_thresholding_ratio", 0, 1);
-    this.betas = betasFromConfig(name, c, DDIM_BETA_SCHEDULES);
+    this.betas = this.configBetas(DDIM_BETA_SCHEDULES);
     this.alphas = alphasFromBetas(this.betas);
     this.alphasCumprod = cumprodF32(this.alphas);
     this.finalAlphaCumprod = c.set_alpha_to_one ? 1 : this.alphasCumprod[0];

@@ -8,19 +8,15 @@ import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,
   type NoiseOptions,
-  PREDICTION_TYPES,
   type PredictionType,
   SchedulerMixin,
   type SchedulerOutputWithOriginal,
-  TIMESTEP_SPACINGS,
   type Timestep,
   type TimestepSpacing,
   addNoiseWithAlphas,
   alphasFromBetas,
-  betasFromConfig,
   channelAxis,
   checkNumInferenceSteps,
-  checkRange,
   checkShape,
   clipOrThreshold,
   cumprodF32,
@@ -110,10 +106,7 @@ export class DDPMScheduler extends SchedulerMixin {
     const name = DDPMScheduler.className;
     const c = this.config;
     this.varianceType = oneOf(name, c, "variance_type", DDPM_VARIANCE_TYPES);
-    oneOf(name, c, "prediction_type", PREDICTION_TYPES);
-    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
-    if (c.thresholding) checkRange(name, c, "dynamic_thresholding_ratio", 0, 1);
-    this.betas = betasFromConfig(name, c, DDPM_BETA_SCHEDULES);
+    this.betas = this.configBetas(DDPM_BETA_SCHEDULES);
     this.alphas = alphasFromBetas(this.betas);
     this.alphasCumprod = cumprodF32(this.alphas);
     this.initNoiseSigma = 1.0;

@@ -13,18 +13,17 @@ import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,
   type NoiseOptions,
-  PREDICTION_TYPES,
   type PredictionType,
-  SchedulerMixin,
+  IndexedSchedulerMixin,
+  type SchedulerMixin,
   type SchedulerOutput,
   TIMESTEP_SPACINGS,
   type Timestep,
   type TimestepSpacing,
   alphasFromBetas,
-  betasFromConfig,
   channelAxis,
-  checkRange,
   checkShape,
+  checkStepCount,
   cumprodF32,
   npArange,
   npLinspace,
@@ -60,6 +59,26 @@ export function sigmaToAlphaSigmaT(sigma: number): [number, number] {
 /** Half-log-SNR lambda = log(alpha_t) - log(sigma_t), float32 (+inf at sigma 0). */
 export function lambdaOf(alphaT: number, sigmaT: number): number {
   return f32(f32(Math.log(alphaT)) - f32(Math.log(sigmaT)));
+}
+
+/** alpha_t, sigma_t and lambda at a sigma of the inference schedule (VP parameterisation, float32). */
+export function vpAt(sigma: number): { a: number; s: number; l: number } {
+  const [a, s] = sigmaToAlphaSigmaT(sigma);
+  return { a, s, l: lambdaOf(a, s) };
+}
+
+/** sqrt(abar_t), sqrt(1 - abar_t) and lambda_t per train step (float32), the tables DPM-Solver and UniPC keep. */
+export function vpTables(alphasCumprod: Float32Array): { alphaT: Float32Array; sigmaT: Float32Array; lambdaT: Float32Array } {
+  const T = alphasCumprod.length;
+  const alphaT = new Float32Array(T);
+  const sigmaT = new Float32Array(T);
+  const lambdaT = new Float32Array(T);
+  for (let i = 0; i < T; i++) {
+    alphaT[i] = Math.sqrt(alphasCumprod[i]);
+    sigmaT[i] = Math.sqrt(f32(1 - alphasCumprod[i]));
+    lambdaT[i] = lambdaOf(alphaT[i], sigmaT[i]);
+  }
+  return { alphaT, sigmaT, lambdaT };
 }
 
 /**
@@ -115,6 +134,18 @@ export function multistepSigmaToT(sigma: number, logSigmas: Float32Array): numbe
   let w = f32(f32(logSigmas[low] - ls) / f32(logSigmas[low] - logSigmas[high]));
   w = Math.min(Math.max(w, 0), 1);
   return f32(1 - w) * low + w * high;
+}
+
+/**
+ * Karras et al. 2022 sigmas (eq. 5, rho 7) between the config's `sigma_min` / `sigma_max` when it has
+ * such keys (an EDM config, say) or the training sigmas' ends, and the integer timesteps they fall on.
+ */
+export function multistepKarrasSchedule(config: Readonly<Config>, train: Float32Array, n: number): { sigmas: number[]; timesteps: number[] } {
+  const logSigmas = train.map((s) => Math.log(s));
+  const lo = typeof config.sigma_min === "number" ? config.sigma_min : train[0];
+  const hi = typeof config.sigma_max === "number" ? config.sigma_max : train[train.length - 1];
+  const sigmas = multistepKarrasSigmas(lo, hi, n);
+  return { sigmas, timesteps: sigmas.map((s) => roundHalfEven(multistepSigmaToT(s, logSigmas))) };
 }
 
 /** diffusers `index_for_timestep`: the second match when the timestep repeats, the last index when absent. */
@@ -213,7 +244,7 @@ export interface DPMSolverMultistepStepOptions extends NoiseOptions {
   varianceNoise?: tf.Tensor;
 }
 
-export class DPMSolverMultistepScheduler extends SchedulerMixin {
+export class DPMSolverMultistepScheduler extends IndexedSchedulerMixin {
   static override readonly className: string = "DPMSolverMultistepScheduler";
   static override readonly compatibles: readonly string[] = KarrasDiffusionSchedulers;
   static override readonly configSpec: ConfigSpec = {
@@ -268,34 +299,22 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
   /** Converted model outputs (x_0 for ++, epsilon otherwise) of the last `solver_order` steps, oldest first. */
   modelOutputs: (tf.Tensor | null)[];
   lowerOrderNums = 0;
-  private _stepIndex: number | null = null;
-  private _beginIndex: number | null = null;
 
   constructor(config: Partial<DPMSolverMultistepSchedulerConfig> | Record<string, unknown> = {}) {
     super(config);
     const name = DPMSolverMultistepScheduler.className;
     const c = this.config;
-    oneOf(name, c, "prediction_type", PREDICTION_TYPES);
-    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
-    if (c.thresholding) checkRange(name, c, "dynamic_thresholding_ratio", 0, 1);
     if (!(c.solver_order >= 1 && c.solver_order <= 3)) {
       throw new ConfigError(`${name}: config "solver_order" is ${c.solver_order}; supported: 1, 2, 3`);
     }
     parseLambdaMinClipped(name, c.lambda_min_clipped);
-    this.betas = betasFromConfig(name, c, MULTISTEP_BETA_SCHEDULES);
+    this.betas = this.configBetas(MULTISTEP_BETA_SCHEDULES);
     this.alphas = alphasFromBetas(this.betas);
     this.alphasCumprod = cumprodF32(this.alphas);
     // zero terminal SNR: keep the last abar just above 0 (the fp16 smallest subnormal) so sigma is finite
     if (c.rescale_betas_zero_snr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
     const T = this.alphasCumprod.length;
-    this.alphaT = new Float32Array(T);
-    this.sigmaT = new Float32Array(T);
-    this.lambdaT = new Float32Array(T);
-    for (let i = 0; i < T; i++) {
-      this.alphaT[i] = Math.sqrt(this.alphasCumprod[i]);
-      this.sigmaT[i] = Math.sqrt(f32(1 - this.alphasCumprod[i]));
-      this.lambdaT[i] = lambdaOf(this.alphaT[i], this.sigmaT[i]);
-    }
+    ({ alphaT: this.alphaT, sigmaT: this.sigmaT, lambdaT: this.lambdaT } = vpTables(this.alphasCumprod));
     this.sigmas = trainSigmas(this.alphasCumprod);
     this.initNoiseSigma = 1.0;
     this.order = 1;
@@ -323,21 +342,6 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
     this.modelOutputs = new Array(c.solver_order).fill(null);
   }
 
-  /** Index of the current timestep in `timesteps` (null before the first step). */
-  get stepIndex(): number | null {
-    return this._stepIndex;
-  }
-
-  /** First index, when a pipeline starts mid-schedule (img2img); null otherwise. */
-  get beginIndex(): number | null {
-    return this._beginIndex;
-  }
-
-  /** diffusers `set_begin_index`: run before the first step when starting at timesteps[beginIndex]. */
-  setBeginIndex(beginIndex = 0): void {
-    this._beginIndex = beginIndex;
-  }
-
   /**
    * Timesteps per `timestep_spacing` (or along Karras / uniform-lambda sigmas), and the sigma table
    * with its final entry (0 or sigma_min). Resets the solver history.
@@ -345,10 +349,7 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
   setTimesteps(numInferenceSteps: number): void {
     const name = DPMSolverMultistepScheduler.className;
     const c = this.config;
-    const n = numInferenceSteps;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
-      throw new RangeError(`${name}.setTimesteps: num_inference_steps must be an integer >= 1, got ${String(n)}`);
-    }
+    const n = checkStepCount(name, numInferenceSteps);
     const T = c.num_train_timesteps;
     // clip lambda(t) from below (needed by the cosine schedule): searchsorted on the flipped lambdas
     const lambdaMin = parseLambdaMinClipped(name, c.lambda_min_clipped);
@@ -361,11 +362,7 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
     const logSigmas = train.map((s) => Math.log(s));
     let sig: number[];
     if (c.use_karras_sigmas) {
-      // diffusers reads sigma_min / sigma_max from the config when such keys exist (e.g. an EDM config)
-      const lo = typeof c.sigma_min === "number" ? c.sigma_min : train[0];
-      const hi = typeof c.sigma_max === "number" ? c.sigma_max : train[train.length - 1];
-      sig = multistepKarrasSigmas(lo, hi, n);
-      timesteps = sig.map((s) => roundHalfEven(multistepSigmaToT(s, logSigmas)));
+      ({ sigmas: sig, timesteps } = multistepKarrasSchedule(c, train, n));
     } else if (c.use_lu_lambdas) {
       // Lu et al. 2022: uniform steps in log sigma (= -lambda up to the alpha factor)
       const lmin = logSigmas[0];
@@ -382,8 +379,7 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
     this.releaseHistory();
     this.modelOutputs = new Array(c.solver_order).fill(null);
     this.lowerOrderNums = 0;
-    this._stepIndex = null;
-    this._beginIndex = null;
+    this.resetStepIndex();
   }
 
   /** Frees the kept model outputs (the scheduler stays usable; the next step starts a fresh history). */
@@ -445,8 +441,7 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
 
   /** alpha, sigma and lambda at sigmas[i]. */
   private at(i: number): { a: number; s: number; l: number } {
-    const [a, s] = sigmaToAlphaSigmaT(this.sigmas[i]);
-    return { a, s, l: lambdaOf(a, s) };
+    return vpAt(this.sigmas[i]);
   }
 
   /** First-order update: DPM-Solver-1 / DPM-Solver++(1), both = DDIM (Lu et al. 2022); SDE forms add fresh noise. */
@@ -592,9 +587,9 @@ export class DPMSolverMultistepScheduler extends SchedulerMixin {
     const learned = c.variance_type === "learned" || c.variance_type === "learned_range";
     if (!learned) checkShape(`${name}.step: modelOutput`, modelOutput, sample.shape);
     if (this._stepIndex === null) {
-      this._stepIndex = this._beginIndex ?? this.indexForTimestep(timestep);
+      this.initStepIndex(timestep);
     }
-    const k = this._stepIndex;
+    const k = this._stepIndex as number;
     const len = this.timesteps.length;
     if (k >= len) {
       throw new Error(`${name}.step: all ${len} steps are done; call setTimesteps(n) to start a new schedule`);

@@ -4,17 +4,17 @@
 // fresh noise of std sigma_up, with sigma_up^2 + sigma_down^2 = sigma_next^2 and
 // sigma_up = sigma_next sqrt((sigma^2 - sigma_next^2) / sigma^2).
 import * as tf from "@tensorflow/tfjs";
-import { type Config, type ConfigSpec, oneOf } from "../io/config.js";
+import { type Config, type ConfigSpec } from "../io/config.js";
 import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,
   type NoiseOptions,
   type SchedulerOutputWithOriginal,
-  TIMESTEP_SPACINGS,
   type Timestep,
   type TimestepSpacing,
   alphasFromBetas,
   checkShape,
+  checkStepCount,
   cumprodF32,
   registerScheduler,
   stepNoise,
@@ -22,10 +22,6 @@ import {
 import {
   SIGMA_BETA_SCHEDULES,
   SigmaDiscreteScheduler,
-  checkStepCount,
-  interpOnIndex,
-  sigmaBetas,
-  sigmaTimesteps,
   sigmasFromAlphasCumprod,
   vPredictionX0,
 } from "./scheduling-euler-discrete.js";
@@ -77,11 +73,8 @@ export class EulerAncestralDiscreteScheduler extends SigmaDiscreteScheduler {
 
   constructor(config: Partial<EulerAncestralDiscreteSchedulerConfig> | Record<string, unknown> = {}) {
     super(config);
-    const name = EulerAncestralDiscreteScheduler.className;
     const c = this.config;
-    oneOf(name, c, "prediction_type", EULER_ANCESTRAL_PREDICTION_TYPES);
-    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
-    this.betas = sigmaBetas(name, c, SIGMA_BETA_SCHEDULES, true);
+    this.betas = this.configBetas(SIGMA_BETA_SCHEDULES);
     this.alphas = alphasFromBetas(this.betas);
     this.alphasCumprod = cumprodF32(this.alphas);
     // zero terminal SNR: keep the last sigma finite (2^-24)
@@ -98,17 +91,9 @@ export class EulerAncestralDiscreteScheduler extends SigmaDiscreteScheduler {
   /** Timesteps per `timestep_spacing` (float32), sigmas linearly interpolated in t, then a final 0. */
   setTimesteps(numInferenceSteps: number): void {
     const name = EulerAncestralDiscreteScheduler.className;
-    const c = this.config;
     const n = checkStepCount(name, numInferenceSteps);
-    const timesteps = sigmaTimesteps(name, c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset);
-    const sig = interpOnIndex(timesteps, sigmasFromAlphasCumprod(this.alphasCumprod));
-    this.numInferenceSteps = n;
-    this.timesteps = timesteps;
-    this.sigmas = new Float32Array(sig.length + 1);
-    this.sigmas.set(sig);
-    this._stepIndex = null;
-    this._beginIndex = null;
-    this.updateInitNoiseSigma();
+    const { timesteps, sigmas } = this.interpolatedSchedule(n);
+    this.setSchedule(n, timesteps, sigmas);
   }
 
   /**

@@ -13,14 +13,14 @@ import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,
   type NoiseOptions,
-  SchedulerMixin,
+  IndexedSchedulerMixin,
+  type SchedulerClass,
   type SchedulerOutputWithOriginal,
-  TIMESTEP_SPACINGS,
   type Timestep,
   type TimestepSpacing,
   alphasFromBetas,
-  betasFromConfig,
   checkShape,
+  checkStepCount,
   cumprodF32,
   linspaceF32,
   npLinspace,
@@ -37,14 +37,6 @@ const f32 = Math.fround;
 
 /** Beta schedules the sigma schedulers accept (Heun adds "exp"). */
 export const SIGMA_BETA_SCHEDULES: readonly BetaSchedule[] = ["linear", "scaled_linear", "squaredcos_cap_v2"];
-
-/**
- * Training betas for a class that may lack `rescale_betas_zero_snr`: a key another class left in
- * the config (kept as an unknown key by fromConfig) must not switch it on.
- */
-export function sigmaBetas(className: string, config: Readonly<Config>, allowed: readonly BetaSchedule[], hasRescale: boolean): Float32Array {
-  return betasFromConfig(className, hasRescale ? config : { ...config, rescale_betas_zero_snr: false }, allowed);
-}
 
 /** sigma_t = sqrt((1 - abar_t) / abar_t) per training step (ascending in t), float32 as torch. */
 export function sigmasFromAlphasCumprod(alphasCumprod: ArrayLike<number>): Float32Array {
@@ -138,14 +130,6 @@ function maxOf(a: ArrayLike<number>): number {
   return m;
 }
 
-/** Checks `num_inference_steps` is an integer >= 1 (the sigma schedulers have no upper bound in diffusers). */
-export function checkStepCount(className: string, n: unknown): number {
-  if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
-    throw new RangeError(`${className}.setTimesteps: num_inference_steps must be an integer >= 1, got ${String(n)}`);
-  }
-  return n;
-}
-
 /** x_0 for v-prediction in the sigma parameterisation: c_out * v + c_skip * x with c_out = -sigma / sqrt(sigma^2 + 1), c_skip = 1 / (sigma^2 + 1). */
 export function vPredictionX0(modelOutput: tf.Tensor, sample: tf.Tensor, sigma: number): tf.Tensor {
   const s2p1 = f32(f32(sigma * sigma) + 1);
@@ -157,7 +141,7 @@ export function vPredictionX0(modelOutput: tf.Tensor, sample: tf.Tensor, sigma: 
  * (one per inference timestep, then 0), the step index (found from the first timestep seen, or
  * `setBeginIndex`), `scaleModelInput` (x / sqrt(sigma^2 + 1)) and `addNoise` (x_0 + sigma eps).
  */
-export abstract class SigmaDiscreteScheduler extends SchedulerMixin {
+export abstract class SigmaDiscreteScheduler extends IndexedSchedulerMixin {
   /** beta_t, float32. */
   betas!: Float32Array;
   /** alpha_t = 1 - beta_t. */
@@ -168,26 +152,6 @@ export abstract class SigmaDiscreteScheduler extends SchedulerMixin {
   sigmas: Float32Array = new Float32Array(0);
   /** dtype of torch's `timesteps` here: equality in indexForTimestep is float32 unless float64. */
   protected timestepDtype: "float32" | "float64" = "float32";
-  protected _stepIndex: number | null = null;
-  protected _beginIndex: number | null = null;
-
-  /** Index into `sigmas` of the next step (null until the first scaleModelInput / step). */
-  get stepIndex(): number | null {
-    return this._stepIndex;
-  }
-
-  /** First step index, when a pipeline sets it (img2img); null otherwise. */
-  get beginIndex(): number | null {
-    return this._beginIndex;
-  }
-
-  /** `set_begin_index`: start at timesteps[beginIndex] instead of looking the timestep up. */
-  setBeginIndex(beginIndex = 0): void {
-    if (!Number.isInteger(beginIndex) || beginIndex < 0) {
-      throw new RangeError(`${this.name}.setBeginIndex: begin index must be an integer >= 0, got ${beginIndex}`);
-    }
-    this._beginIndex = beginIndex;
-  }
 
   protected get name(): string {
     return (this.constructor as unknown as { className: string }).className;
@@ -197,7 +161,7 @@ export abstract class SigmaDiscreteScheduler extends SchedulerMixin {
    * Index of `timestep` in `scheduleTimesteps` (default: `timesteps`); when it occurs more than
    * once the second occurrence (so a schedule entered mid-way never skips a sigma).
    */
-  indexForTimestep(timestep: Timestep, scheduleTimesteps: number[] = this.timesteps): number {
+  indexForTimestep(timestep: Timestep, scheduleTimesteps: readonly number[] = this.timesteps): number {
     const v = timestepValue(timestep, `${this.name}.indexForTimestep`);
     const key = this.timestepDtype === "float32" ? f32(v) : v;
     let first = -1;
@@ -214,10 +178,6 @@ export abstract class SigmaDiscreteScheduler extends SchedulerMixin {
     return first;
   }
 
-  protected initStepIndex(timestep: Timestep): void {
-    this._stepIndex = this._beginIndex === null ? this.indexForTimestep(timestep) : this._beginIndex;
-  }
-
   /** The sigma at the current step index (the index is set from `timestep` on first use). */
   protected currentSigma(timestep: Timestep): number {
     if (this._stepIndex === null) this.initStepIndex(timestep);
@@ -228,6 +188,40 @@ export abstract class SigmaDiscreteScheduler extends SchedulerMixin {
       );
     }
     return this.sigmas[i];
+  }
+
+  /**
+   * Timesteps per `timestep_spacing` (float32) with sigmas interpolated linearly in t; with
+   * `use_karras_sigmas`, Karras sigmas between the interpolated ends and float64 timesteps from
+   * sigma_to_t (as LMS and Heun; `timestepDtype` follows). Without the final 0.
+   */
+  protected interpolatedSchedule(n: number): { timesteps: number[]; sigmas: Float64Array } {
+    const c = this.config as Readonly<Config> & { timestep_spacing: string; num_train_timesteps: number; steps_offset: number };
+    let timesteps = sigmaTimesteps(this.name, c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset);
+    const train = sigmasFromAlphasCumprod(this.alphasCumprod);
+    let sigmas: Float64Array = interpOnIndex(timesteps, train);
+    this.timestepDtype = "float32";
+    // (a use_karras_sigmas key another class left in the config does not count: Euler a has none)
+    if (c.use_karras_sigmas && "use_karras_sigmas" in (this.constructor as SchedulerClass).configSpec.defaults) {
+      sigmas = karrasSigmas(sigmas[sigmas.length - 1], sigmas[0], n);
+      const logSigmas = logF32(train);
+      timesteps = Array.from(sigmas, (s) => sigmaToT(s, logSigmas));
+      this.timestepDtype = "float64"; // torch.from_numpy of a float64 array
+    }
+    return { timesteps, sigmas };
+  }
+
+  /**
+   * Installs a new schedule: `timesteps`, the float32 `sigmas` plus the final 0, the step count;
+   * resets the step index and updates init_noise_sigma.
+   */
+  protected setSchedule(n: number, timesteps: number[], sigmas: ArrayLike<number>): void {
+    this.numInferenceSteps = n;
+    this.timesteps = timesteps;
+    this.sigmas = new Float32Array(sigmas.length + 1);
+    this.sigmas.set(sigmas);
+    this.resetStepIndex();
+    this.updateInitNoiseSigma();
   }
 
   /** Euler input scaling: x / sqrt(sigma^2 + 1) (Karras et al. 2022 Table 1, c_in for VP). New tensor. */
@@ -350,11 +344,9 @@ export class EulerDiscreteScheduler extends SigmaDiscreteScheduler {
     super(config);
     const name = EulerDiscreteScheduler.className;
     const c = this.config;
-    oneOf(name, c, "prediction_type", EULER_PREDICTION_TYPES);
     oneOf(name, c, "interpolation_type", EULER_INTERPOLATION_TYPES);
-    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
     oneOf(name, c, "timestep_type", EULER_TIMESTEP_TYPES);
-    this.betas = sigmaBetas(name, c, SIGMA_BETA_SCHEDULES, true);
+    this.betas = this.configBetas(SIGMA_BETA_SCHEDULES);
     this.alphas = alphasFromBetas(this.betas);
     this.alphasCumprod = cumprodF32(this.alphas);
     // zero terminal SNR: keep the last sigma finite (2^-24, the smallest fp16 subnormal)
@@ -402,13 +394,7 @@ export class EulerDiscreteScheduler extends SigmaDiscreteScheduler {
       timesteps = Array.from(sig, (s) => f32(sigmaToT(s, logSigmas)));
     }
     const sig32 = Float32Array.from(sig);
-    this.numInferenceSteps = n;
-    this.timesteps = this.continuousTimesteps(sig32) ?? timesteps;
-    this.sigmas = new Float32Array(sig32.length + 1);
-    this.sigmas.set(sig32);
-    this._stepIndex = null;
-    this._beginIndex = null;
-    this.updateInitNoiseSigma();
+    this.setSchedule(n, this.continuousTimesteps(sig32) ?? timesteps, sig32);
   }
 
   /**

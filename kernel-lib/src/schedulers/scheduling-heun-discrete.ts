@@ -5,33 +5,24 @@
 // the last interval (to sigma 0) is a plain Euler step. So the timesteps (and sigmas) are
 // repeated: t_0, t_1, t_1, t_2, t_2, ... and `step` is called 2N - 1 times for N steps.
 import * as tf from "@tensorflow/tfjs";
-import { type Config, type ConfigSpec, oneOf } from "../io/config.js";
+import { type Config, type ConfigSpec } from "../io/config.js";
 import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,
-  PREDICTION_TYPES,
   type PredictionType,
   type SchedulerOutput,
-  TIMESTEP_SPACINGS,
   type Timestep,
   type TimestepSpacing,
   alphasFromBetas,
   betasForAlphaBar,
   checkShape,
+  checkStepCount,
   cumprodF32,
   registerScheduler,
 } from "./scheduling-utils.js";
 import {
   SIGMA_BETA_SCHEDULES,
   SigmaDiscreteScheduler,
-  checkStepCount,
-  interpOnIndex,
-  karrasSigmas,
-  logF32,
-  sigmaBetas,
-  sigmaTimesteps,
-  sigmaToT,
-  sigmasFromAlphasCumprod,
   vPredictionX0,
 } from "./scheduling-euler-discrete.js";
 
@@ -94,14 +85,11 @@ export class HeunDiscreteScheduler extends SigmaDiscreteScheduler {
 
   constructor(config: Partial<HeunDiscreteSchedulerConfig> | Record<string, unknown> = {}) {
     super(config);
-    const name = HeunDiscreteScheduler.className;
     const c = this.config;
-    oneOf(name, c, "prediction_type", PREDICTION_TYPES);
-    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
     this.betas =
       c.beta_schedule === "exp" && (c.trained_betas === null || c.trained_betas === undefined)
         ? betasForAlphaBar(c.num_train_timesteps, 0.999, "exp")
-        : sigmaBetas(name, c, SIGMA_BETA_SCHEDULES, false);
+        : this.configBetas(SIGMA_BETA_SCHEDULES);
     this.alphas = alphasFromBetas(this.betas);
     this.alphasCumprod = cumprodF32(this.alphas);
     this.order = 2;
@@ -122,31 +110,15 @@ export class HeunDiscreteScheduler extends SigmaDiscreteScheduler {
    */
   setTimesteps(numInferenceSteps: number): void {
     const name = HeunDiscreteScheduler.className;
-    const c = this.config;
     const n = checkStepCount(name, numInferenceSteps);
-    let timesteps = sigmaTimesteps(name, c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset);
-    const train = sigmasFromAlphasCumprod(this.alphasCumprod);
-    let sig: Float64Array = interpOnIndex(timesteps, train);
-    this.timestepDtype = "float32";
-    if (c.use_karras_sigmas) {
-      sig = karrasSigmas(sig[sig.length - 1], sig[0], n);
-      const logSigmas = logF32(train);
-      timesteps = Array.from(sig, (s) => sigmaToT(s, logSigmas));
-      this.timestepDtype = "float64";
-    }
+    const { timesteps, sigmas: sig } = this.interpolatedSchedule(n);
     const m = sig.length;
-    const sigmas = new Float32Array(2 * m);
+    const sigmas = new Float32Array(2 * m - 1); // setSchedule appends the final 0
     sigmas[0] = sig[0];
     for (let k = 1; k < m; k++) sigmas[2 * k - 1] = sigmas[2 * k] = sig[k];
-    // sigmas[2m - 1] = 0: the final sigma
     const ts = [timesteps[0]];
     for (let k = 1; k < timesteps.length; k++) ts.push(timesteps[k], timesteps[k]);
-    this.numInferenceSteps = n;
-    this.timesteps = ts;
-    this.sigmas = sigmas;
-    this._stepIndex = null;
-    this._beginIndex = null;
-    this.updateInitNoiseSigma();
+    this.setSchedule(n, ts, sigmas);
     this.dispose();
   }
 

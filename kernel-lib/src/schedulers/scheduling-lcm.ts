@@ -7,22 +7,18 @@
 // Timesteps are a subset of the `original_inference_steps`-step distillation schedule (the
 // config's timestep_spacing / steps_offset are not used). Float32 scalars as torch.
 import * as tf from "@tensorflow/tfjs";
-import { type Config, type ConfigSpec, oneOf } from "../io/config.js";
+import { type Config, type ConfigSpec } from "../io/config.js";
 import {
   BETA_SCHEDULES,
   type BetaSchedule,
   type NoiseOptions,
-  PREDICTION_TYPES,
   type PredictionType,
-  SchedulerMixin,
+  IndexedSchedulerMixin,
   type SchedulerOutput,
-  TIMESTEP_SPACINGS,
   type Timestep,
   type TimestepSpacing,
   addNoiseWithAlphas,
   alphasFromBetas,
-  betasFromConfig,
-  checkRange,
   checkShape,
   clipOrThreshold,
   cumprodF32,
@@ -73,7 +69,7 @@ export interface LCMSetTimestepsOptions {
   strength?: number;
 }
 
-export class LCMScheduler extends SchedulerMixin {
+export class LCMScheduler extends IndexedSchedulerMixin {
   static override readonly className: string = "LCMScheduler";
   /** diffusers' LCMScheduler declares no `_compatibles`. */
   static override readonly compatibles: readonly string[] = [];
@@ -115,17 +111,11 @@ export class LCMScheduler extends SchedulerMixin {
   readonly sigmaData = 0.5;
   /** True after setTimesteps with custom timesteps. */
   customTimesteps = false;
-  private _stepIndex: number | null = null;
-  private _beginIndex: number | null = null;
 
   constructor(config: Partial<LCMSchedulerConfig> | Record<string, unknown> = {}) {
     super(config);
-    const name = LCMScheduler.className;
     const c = this.config;
-    oneOf(name, c, "prediction_type", PREDICTION_TYPES);
-    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
-    if (c.thresholding) checkRange(name, c, "dynamic_thresholding_ratio", 0, 1);
-    this.betas = betasFromConfig(name, c, LCM_BETA_SCHEDULES);
+    this.betas = this.configBetas(LCM_BETA_SCHEDULES);
     this.alphas = alphasFromBetas(this.betas);
     this.alphasCumprod = cumprodF32(this.alphas);
     this.finalAlphaCumprod = c.set_alpha_to_one ? 1 : this.alphasCumprod[0];
@@ -133,19 +123,6 @@ export class LCMScheduler extends SchedulerMixin {
     this.order = 1;
     const T = this.alphasCumprod.length;
     this.timesteps = Array.from({ length: T }, (_, i) => T - 1 - i);
-  }
-
-  get stepIndex(): number | null {
-    return this._stepIndex;
-  }
-
-  get beginIndex(): number | null {
-    return this._beginIndex;
-  }
-
-  /** diffusers `set_begin_index`: run before the first step when starting at timesteps[beginIndex]. */
-  setBeginIndex(beginIndex = 0): void {
-    this._beginIndex = beginIndex;
   }
 
   /**
@@ -235,8 +212,7 @@ export class LCMScheduler extends SchedulerMixin {
       this.customTimesteps = false;
     }
     this.timesteps = timesteps;
-    this._stepIndex = null;
-    this._beginIndex = null;
+    this.resetStepIndex();
   }
 
   /** c_skip and c_out at `timestep` (float32, as torch with a tensor timestep). */
@@ -270,8 +246,8 @@ export class LCMScheduler extends SchedulerMixin {
     }
     checkShape(`${name}.step: modelOutput`, modelOutput, sample.shape);
     const t = integerTimestep(name, timestep, this.alphasCumprod.length);
-    if (this._stepIndex === null) this._stepIndex = this._beginIndex ?? this.indexForTimestep(t);
-    const k = this._stepIndex;
+    if (this._stepIndex === null) this.initStepIndex(t);
+    const k = this._stepIndex as number;
     // 1. the next timestep (the same one at the end)
     const prevT = k + 1 < this.timesteps.length ? this.timesteps[k + 1] : t;
     // 2. alphas, betas

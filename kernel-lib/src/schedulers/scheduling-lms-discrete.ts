@@ -9,32 +9,23 @@
 // polynomial of degree order-1, so an m-point Gauss–Legendre rule with 2m - 1 >= order - 1 is exact;
 // we use that (float64), which agrees with quad to its roundoff.
 import * as tf from "@tensorflow/tfjs";
-import { type Config, type ConfigSpec, oneOf } from "../io/config.js";
+import { type Config, type ConfigSpec } from "../io/config.js";
 import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,
-  PREDICTION_TYPES,
   type PredictionType,
   type SchedulerOutputWithOriginal,
-  TIMESTEP_SPACINGS,
   type Timestep,
   type TimestepSpacing,
   alphasFromBetas,
   checkShape,
+  checkStepCount,
   cumprodF32,
   registerScheduler,
 } from "./scheduling-utils.js";
 import {
   SIGMA_BETA_SCHEDULES,
   SigmaDiscreteScheduler,
-  checkStepCount,
-  interpOnIndex,
-  karrasSigmas,
-  logF32,
-  sigmaBetas,
-  sigmaTimesteps,
-  sigmaToT,
-  sigmasFromAlphasCumprod,
   vPredictionX0,
 } from "./scheduling-euler-discrete.js";
 
@@ -123,11 +114,8 @@ export class LMSDiscreteScheduler extends SigmaDiscreteScheduler {
 
   constructor(config: Partial<LMSDiscreteSchedulerConfig> | Record<string, unknown> = {}) {
     super(config);
-    const name = LMSDiscreteScheduler.className;
     const c = this.config;
-    oneOf(name, c, "prediction_type", PREDICTION_TYPES);
-    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
-    this.betas = sigmaBetas(name, c, SIGMA_BETA_SCHEDULES, false);
+    this.betas = this.configBetas(SIGMA_BETA_SCHEDULES);
     this.alphas = alphasFromBetas(this.betas);
     this.alphasCumprod = cumprodF32(this.alphas);
     this.order = 1;
@@ -141,25 +129,9 @@ export class LMSDiscreteScheduler extends SigmaDiscreteScheduler {
    */
   setTimesteps(numInferenceSteps: number): void {
     const name = LMSDiscreteScheduler.className;
-    const c = this.config;
     const n = checkStepCount(name, numInferenceSteps);
-    let timesteps = sigmaTimesteps(name, c.timestep_spacing, c.num_train_timesteps, n, c.steps_offset);
-    const train = sigmasFromAlphasCumprod(this.alphasCumprod);
-    let sig: Float64Array = interpOnIndex(timesteps, train);
-    this.timestepDtype = "float32";
-    if (c.use_karras_sigmas) {
-      sig = karrasSigmas(sig[sig.length - 1], sig[0], n);
-      const logSigmas = logF32(train);
-      timesteps = Array.from(sig, (s) => sigmaToT(s, logSigmas));
-      this.timestepDtype = "float64"; // torch.from_numpy of a float64 array
-    }
-    this.numInferenceSteps = n;
-    this.timesteps = timesteps;
-    this.sigmas = new Float32Array(sig.length + 1);
-    this.sigmas.set(sig);
-    this._stepIndex = null;
-    this._beginIndex = null;
-    this.updateInitNoiseSigma();
+    const { timesteps, sigmas } = this.interpolatedSchedule(n);
+    this.setSchedule(n, timesteps, sigmas);
     this.dispose();
   }
 

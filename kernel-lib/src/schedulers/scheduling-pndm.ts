@@ -6,18 +6,16 @@
 // Diffusion), by PLMS from the start with lower orders first (crowsonkb's PLMS for latent diffusion:
 // the second timestep is evaluated twice, the first time for an improved-Euler step).
 import * as tf from "@tensorflow/tfjs";
-import { type Config, type ConfigSpec, oneOf } from "../io/config.js";
+import { type Config, type ConfigSpec } from "../io/config.js";
 import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,
   SchedulerMixin,
   type SchedulerOutput,
-  TIMESTEP_SPACINGS,
   type Timestep,
   type TimestepSpacing,
   addNoiseWithAlphas,
   alphasFromBetas,
-  betasFromConfig,
   checkShape,
   cumprodF32,
   registerScheduler,
@@ -94,12 +92,8 @@ export class PNDMScheduler extends SchedulerMixin {
 
   constructor(config: Partial<PNDMSchedulerConfig> | Record<string, unknown> = {}) {
     super(config);
-    const name = PNDMScheduler.className;
     const c = this.config;
-    oneOf(name, c, "prediction_type", PNDM_PREDICTION_TYPES);
-    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
-    // PNDM has no rescale_betas_zero_snr: ignore such a key left by another class's config
-    this.betas = betasFromConfig(name, { ...c, rescale_betas_zero_snr: false }, PNDM_BETA_SCHEDULES);
+    this.betas = this.configBetas(PNDM_BETA_SCHEDULES);
     this.alphas = alphasFromBetas(this.betas);
     this.alphasCumprod = cumprodF32(this.alphas);
     this.finalAlphaCumprod = c.set_alpha_to_one ? 1 : this.alphasCumprod[0];

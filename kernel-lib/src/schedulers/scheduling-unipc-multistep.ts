@@ -12,20 +12,16 @@ import { type Config, ConfigError, type ConfigSpec, oneOf } from "../io/config.j
 import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,
-  PREDICTION_TYPES,
   type PredictionType,
-  SchedulerMixin,
+  IndexedSchedulerMixin,
   type SchedulerOutput,
-  TIMESTEP_SPACINGS,
   type Timestep,
   type TimestepSpacing,
   alphasFromBetas,
-  betasFromConfig,
-  checkRange,
   checkShape,
+  checkStepCount,
   cumprodF32,
   registerScheduler,
-  roundHalfEven,
   thresholdSample,
   timestepValue,
 } from "./scheduling-utils.js";
@@ -33,12 +29,12 @@ import {
   MULTISTEP_BETA_SCHEDULES,
   multistepAddNoise,
   multistepIndexForTimestep,
-  multistepKarrasSigmas,
-  lambdaOf,
+  multistepKarrasSchedule,
+  vpAt,
+  vpTables,
   multistepTimesteps,
   updateRegisteredConfig,
   sigmaToAlphaSigmaT,
-  multistepSigmaToT,
   trainSigmas,
 } from "./scheduling-dpmsolver-multistep.js";
 
@@ -118,7 +114,7 @@ function weightedSum(rhos: number[], ds: tf.Tensor[]): tf.Tensor {
   return acc;
 }
 
-export class UniPCMultistepScheduler extends SchedulerMixin {
+export class UniPCMultistepScheduler extends IndexedSchedulerMixin {
   static override readonly className: string = "UniPCMultistepScheduler";
   static override readonly compatibles: readonly string[] = KarrasDiffusionSchedulers;
   static override readonly configSpec: ConfigSpec = {
@@ -171,16 +167,11 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
   lowerOrderNums = 0;
   /** Order of the last predictor (the next corrector uses it). */
   thisOrder = 0;
-  private _stepIndex: number | null = null;
-  private _beginIndex: number | null = null;
 
   constructor(config: Partial<UniPCMultistepSchedulerConfig> | Record<string, unknown> = {}) {
     super(config);
     const name = UniPCMultistepScheduler.className;
     const c = this.config;
-    oneOf(name, c, "prediction_type", PREDICTION_TYPES);
-    oneOf(name, c, "timestep_spacing", TIMESTEP_SPACINGS);
-    if (c.thresholding) checkRange(name, c, "dynamic_thresholding_ratio", 0, 1);
     if (!(c.solver_order >= 1)) throw new ConfigError(`${name}: config "solver_order" is ${c.solver_order}; it must be an integer >= 1`);
     if (c.solver_p !== null && c.solver_p !== undefined) {
       throw new ConfigError(`${name}: config "solver_p" (another scheduler as UniPC's predictor) is not supported; leave it null`);
@@ -188,18 +179,11 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
     if (!c.disable_corrector.every((i) => Number.isInteger(i))) {
       throw new ConfigError(`${name}: config "disable_corrector" must be a list of step indices, got ${JSON.stringify(c.disable_corrector)}`);
     }
-    this.betas = betasFromConfig(name, c, MULTISTEP_BETA_SCHEDULES);
+    this.betas = this.configBetas(MULTISTEP_BETA_SCHEDULES);
     this.alphas = alphasFromBetas(this.betas);
     this.alphasCumprod = cumprodF32(this.alphas);
     const T = this.alphasCumprod.length;
-    this.alphaT = new Float32Array(T);
-    this.sigmaT = new Float32Array(T);
-    this.lambdaT = new Float32Array(T);
-    for (let i = 0; i < T; i++) {
-      this.alphaT[i] = Math.sqrt(this.alphasCumprod[i]);
-      this.sigmaT[i] = Math.sqrt(f32(1 - this.alphasCumprod[i]));
-      this.lambdaT[i] = lambdaOf(this.alphaT[i], this.sigmaT[i]);
-    }
+    ({ alphaT: this.alphaT, sigmaT: this.sigmaT, lambdaT: this.lambdaT } = vpTables(this.alphasCumprod));
     this.sigmas = trainSigmas(this.alphasCumprod);
     this.initNoiseSigma = 1.0;
     this.order = 1;
@@ -214,37 +198,17 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
     this.timestepList = new Array(c.solver_order).fill(null);
   }
 
-  get stepIndex(): number | null {
-    return this._stepIndex;
-  }
-
-  get beginIndex(): number | null {
-    return this._beginIndex;
-  }
-
-  /** diffusers `set_begin_index`: run before the first step when starting at timesteps[beginIndex]. */
-  setBeginIndex(beginIndex = 0): void {
-    this._beginIndex = beginIndex;
-  }
-
   /** Timesteps per `timestep_spacing` (or along Karras sigmas) and the sigma table; resets the history. */
   setTimesteps(numInferenceSteps: number): void {
     const name = UniPCMultistepScheduler.className;
     const c = this.config;
-    const n = numInferenceSteps;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
-      throw new RangeError(`${name}.setTimesteps: num_inference_steps must be an integer >= 1, got ${String(n)}`);
-    }
+    const n = checkStepCount(name, numInferenceSteps);
     const T = c.num_train_timesteps;
     let timesteps = multistepTimesteps(name, c.timestep_spacing, T, T, T, n, c.steps_offset);
     const train = trainSigmas(this.alphasCumprod);
     let sig: number[];
     if (c.use_karras_sigmas) {
-      const logSigmas = train.map((s) => Math.log(s));
-      const lo = typeof c.sigma_min === "number" ? c.sigma_min : train[0];
-      const hi = typeof c.sigma_max === "number" ? c.sigma_max : train[train.length - 1];
-      sig = multistepKarrasSigmas(lo, hi, n);
-      timesteps = sig.map((s) => roundHalfEven(multistepSigmaToT(s, logSigmas)));
+      ({ sigmas: sig, timesteps } = multistepKarrasSchedule(c, train, n));
       sig.push(sig[sig.length - 1]);
     } else {
       sig = timesteps.map((t) => train[Math.min(Math.max(t, 0), train.length - 1)]);
@@ -257,8 +221,7 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
     this.modelOutputs = new Array(c.solver_order).fill(null);
     this.timestepList = new Array(c.solver_order).fill(null);
     this.lowerOrderNums = 0;
-    this._stepIndex = null;
-    this._beginIndex = null;
+    this.resetStepIndex();
   }
 
   /** Frees the kept model outputs and last sample (the next step starts a fresh history). */
@@ -300,8 +263,7 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
   }
 
   private lambdaAt(i: number): { a: number; s: number; l: number } {
-    const [a, s] = sigmaToAlphaSigmaT(this.sigmas[i]);
-    return { a, s, l: lambdaOf(a, s) };
+    return vpAt(this.sigmas[i]);
   }
 
   /**
@@ -402,8 +364,8 @@ export class UniPCMultistepScheduler extends SchedulerMixin {
       throw new Error(`${name}.step: the number of inference steps is not set; call setTimesteps(n) after creating the scheduler`);
     }
     checkShape(`${name}.step: modelOutput`, modelOutput, sample.shape);
-    if (this._stepIndex === null) this._stepIndex = this._beginIndex ?? this.indexForTimestep(timestep);
-    const k = this._stepIndex;
+    if (this._stepIndex === null) this.initStepIndex(timestep);
+    const k = this._stepIndex as number;
     const len = this.timesteps.length;
     if (k >= len) throw new Error(`${name}.step: all ${len} steps are done; call setTimesteps(n) to start a new schedule`);
 

@@ -10,7 +10,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { type Config, type ConfigSpec, ConfigError, readConfigFile, resolveConfig } from "../io/config.js";
+import { type Config, type ConfigSpec, ConfigError, oneOf, readConfigFile, resolveConfig } from "../io/config.js";
 import { type Generator, randnTensor } from "../random/generator.js";
 import { hubFileDownload, tryHubFile, type HubOptions } from "../hub/index.js";
 
@@ -158,6 +158,13 @@ export abstract class SchedulerMixin {
       resolved = finishResolved(cls, resolveConfig(cls.className, cls.configSpec, config, {}, "constructor arguments"));
     }
     this.config = deepFreeze(structuredClone(resolved));
+    // keys many classes share, checked once here (each class checks its own keys)
+    const own = cls.configSpec.defaults;
+    if ("prediction_type" in own) oneOf(cls.className, this.config, "prediction_type", cls.predictionTypes);
+    if ("timestep_spacing" in own) oneOf(cls.className, this.config, "timestep_spacing", TIMESTEP_SPACINGS);
+    if ("dynamic_thresholding_ratio" in own && this.config.thresholding) {
+      checkRange(cls.className, this.config, "dynamic_thresholding_ratio", 0, 1);
+    }
   }
 
   /** `Class.from_config(config, **overrides)`; `config` may be a raw JSON dict or another scheduler's `.config`. */
@@ -219,6 +226,17 @@ export abstract class SchedulerMixin {
     return this.fromConfig(raw, overrides ?? {}) as T;
   }
 
+  /**
+   * The training betas of this scheduler's config (`betasFromConfig`). `rescale_betas_zero_snr` counts
+   * only for classes that have that key: one another class left in the config (fromConfig keeps
+   * unknown keys) must not switch it on, as diffusers passes such keys to no `__init__`.
+   */
+  protected configBetas(allowed: readonly BetaSchedule[]): Float32Array {
+    const cls = this.constructor as SchedulerClass;
+    const own = "rescale_betas_zero_snr" in cls.configSpec.defaults;
+    return betasFromConfig(cls.className, own ? this.config : { ...this.config, rescale_betas_zero_snr: false }, allowed);
+  }
+
   /** Class names compatible with this scheduler (diffusers `scheduler.compatibles`, as names). */
   get compatibles(): readonly string[] {
     return (this.constructor as SchedulerClass).compatibles;
@@ -276,6 +294,50 @@ export abstract class SchedulerMixin {
   abstract setTimesteps(numInferenceSteps?: number | null, options?: Record<string, unknown>): void;
   abstract step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor, options?: object): SchedulerOutput;
   abstract addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor;
+}
+
+/**
+ * Base of the schedulers that track their position in `timesteps` (diffusers' `_step_index` and
+ * `_begin_index`: the Euler family, DPM-Solver, UniPC, LCM). The index is found from the first
+ * timestep a step sees (`indexForTimestep`), or set by a pipeline that starts mid-schedule
+ * (img2img) with `setBeginIndex`; `setTimesteps` resets both.
+ */
+export abstract class IndexedSchedulerMixin extends SchedulerMixin {
+  protected _stepIndex: number | null = null;
+  protected _beginIndex: number | null = null;
+
+  /** Index of the next step in `timesteps` (null until the first step). */
+  get stepIndex(): number | null {
+    return this._stepIndex;
+  }
+
+  /** First step index, when a pipeline set one (img2img); null otherwise. */
+  get beginIndex(): number | null {
+    return this._beginIndex;
+  }
+
+  /** diffusers `set_begin_index`: start at timesteps[beginIndex] instead of looking the timestep up. */
+  setBeginIndex(beginIndex = 0): void {
+    if (!Number.isInteger(beginIndex) || beginIndex < 0) {
+      const name = (this.constructor as SchedulerClass).className;
+      throw new RangeError(`${name}.setBeginIndex: begin index must be an integer >= 0, got ${beginIndex}`);
+    }
+    this._beginIndex = beginIndex;
+  }
+
+  /** Index of `timestep` in `scheduleTimesteps` (each class has diffusers' rule for repeated timesteps). */
+  abstract indexForTimestep(timestep: Timestep, scheduleTimesteps?: readonly number[]): number;
+
+  /** Sets the step index on the first step: the begin index, else the position of `timestep`. */
+  protected initStepIndex(timestep: Timestep): void {
+    this._stepIndex = this._beginIndex ?? this.indexForTimestep(timestep);
+  }
+
+  /** A new schedule starts from its first step. */
+  protected resetStepIndex(): void {
+    this._stepIndex = null;
+    this._beginIndex = null;
+  }
 }
 
 /** Keys of a noise schedule: a scheduler config has at least one (or none at all: every default). */
@@ -620,6 +682,14 @@ export function spacedTimesteps(
   throw new ConfigError(
     `${className}: config "timestep_spacing" is ${JSON.stringify(spacing)}; supported: ${TIMESTEP_SPACINGS.map((s) => JSON.stringify(s)).join(", ")}`,
   );
+}
+
+/** Checks `num_inference_steps` is an integer >= 1 (the sigma and multistep schedulers set no upper bound in diffusers). */
+export function checkStepCount(className: string, n: unknown): number {
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
+    throw new RangeError(`${className}.setTimesteps: num_inference_steps must be an integer >= 1, got ${String(n)}`);
+  }
+  return n;
 }
 
 /** Checks `num_inference_steps` against the training steps, with diffusers' message. */

@@ -1,0 +1,215 @@
+// Grading a notebook, or a folder of submissions in parallel. For each submission: find its exercise, build the
+// grader's private copy (student cells + preamble with a fresh nonce and seed + the hidden checks), run it with
+// Jupyter in a fresh work folder, read the score back from the check cells' own outputs, clean up.
+// The checks are read by this process before any notebook runs, and the work folder holds no checks: a notebook
+// cannot read or change them (a changed checks file is reported). See the README's Teachers section for what
+// this isolation does and does not protect against.
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { type ExerciseChecks, maxPoints, readChecksFile } from "./checks-file.js";
+import { buildGradedNotebook, readNotebook, suspiciousCode, type Notebook } from "./graded-notebook.js";
+import { type JupyterCommand, executeNotebook, prepareWorkFolder, privateTempDir } from "./execute.js";
+import { type CellError, type CheckOutcome, scoreChecks, studentCellErrors } from "./score.js";
+
+export type GradeStatus = "ok" | "timeout" | "crashed" | "error";
+
+export interface GradeResult {
+  /** the notebook as given (path) */
+  notebook: string;
+  student: string;
+  exercise: string;
+  total: number;
+  max: number;
+  /** ok; timeout (a cell ran out of time); crashed (a cell killed the kernel); error (could not be graded) */
+  status: GradeStatus;
+  error?: string;
+  seconds: number;
+  seed: number;
+  gradedAt: string;
+  checks: CheckOutcome[];
+  cellErrors: CellError[];
+  warnings: string[];
+}
+
+export interface GradeOptions {
+  /** The kit's root folder: node_modules and the data folders exercises read come from here. */
+  kitRoot: string;
+  jupyter: JupyterCommand;
+  /** Where NN-name.checks.ts live (default <kitRoot>/exercises/checks). */
+  checksDir?: string;
+  /** Grade as this exercise (name of a checks file without .checks.ts); default: from the notebook. */
+  exercise?: string;
+  /** Seed of the checks' random inputs (default: a fresh one per notebook). */
+  seed?: number;
+  /** Seconds for a whole notebook (default: the checks file's timeout, else 600). */
+  timeout?: number;
+  /** Seconds per cell (default: the smaller of 180 and the notebook's timeout). */
+  cellTimeout?: number;
+  /** Keep the work and private folders (for debugging the grader). */
+  keep?: boolean;
+  /** Name in the report and CSV (default: the notebook's file name without .ipynb). */
+  student?: string;
+  /** The notebook's path as the report and CSV show it (default: as given). */
+  displayPath?: string;
+  /** Called with progress messages. */
+  log?: (msg: string) => void;
+}
+
+const CHECKS_SUFFIX = ".checks.ts";
+
+/** The exercises that have checks in `checksDir`. */
+export function listExercises(checksDir: string): string[] {
+  if (!fs.existsSync(checksDir)) throw new Error(`no checks folder at ${checksDir} (pass --checks <folder with NN-name.checks.ts files>)`);
+  return fs.readdirSync(checksDir).filter((f) => f.endsWith(CHECKS_SUFFIX)).map((f) => f.slice(0, -CHECKS_SUFFIX.length)).sort();
+}
+
+/** Which exercise a notebook is: forced; else its metadata.exercise.name; else its file name (or its NN- prefix). */
+export function resolveExercise(nb: Notebook, file: string, checksDir: string, forced?: string): string {
+  const known = listExercises(checksDir);
+  if (forced) {
+    if (!known.includes(forced)) throw new Error(`no checks for exercise "${forced}" in ${checksDir} (known: ${known.join(", ") || "none"})`);
+    return forced;
+  }
+  const meta = (nb.metadata?.exercise as { name?: unknown } | undefined)?.name;
+  if (typeof meta === "string" && known.includes(meta)) return meta;
+  const base = path.basename(file, ".ipynb");
+  const exact = known.find((k) => base === k || base.startsWith(k));
+  if (exact) return exact;
+  const nn = /^(\d\d)\b/.exec(base)?.[1];
+  const byNumber = nn ? known.filter((k) => k.startsWith(`${nn}-`)) : [];
+  if (byNumber.length === 1) return byNumber[0];
+  throw new Error(`cannot tell which exercise ${file} is (no metadata.exercise.name, and its file name matches none of ${known.join(", ")}); pass --exercise <name>`);
+}
+
+function sha256(file: string): string {
+  return crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+}
+
+/** Checks files read once per grading session, with their hashes (to notice a notebook changing them). */
+export class ChecksCache {
+  private readonly cache = new Map<string, { checks: ExerciseChecks; hash: string }>();
+  constructor(readonly dir: string) {}
+
+  get(exercise: string): ExerciseChecks {
+    let hit = this.cache.get(exercise);
+    if (!hit) {
+      const file = path.join(this.dir, exercise + CHECKS_SUFFIX);
+      const checks = readChecksFile(file);
+      if (checks.exercise !== exercise) throw new Error(`${file} says //@@ exercise ${checks.exercise}; it must match its file name (${exercise})`);
+      hit = { checks, hash: sha256(file) };
+      this.cache.set(exercise, hit);
+    }
+    return hit.checks;
+  }
+
+  /** Checks files whose content changed since they were read. */
+  changed(): string[] {
+    return [...this.cache.values()].filter((v) => !fs.existsSync(v.checks.file) || sha256(v.checks.file) !== v.hash).map((v) => v.checks.file);
+  }
+}
+
+function emptyResult(file: string, student: string, seed: number, t0: number): GradeResult {
+  return { notebook: file, student, exercise: "", total: 0, max: 0, status: "error", seconds: 0, seed, gradedAt: new Date(t0).toISOString(), checks: [], cellErrors: [], warnings: [] };
+}
+
+/** Grades one notebook. Never throws for a bad submission: the result says what went wrong (status "error"). */
+export async function gradeNotebook(file: string, opts: GradeOptions, cache?: ChecksCache): Promise<GradeResult> {
+  const t0 = Date.now();
+  const seed = opts.seed ?? crypto.randomInt(0, 2 ** 31 - 1);
+  const student = opts.student ?? path.basename(file, ".ipynb");
+  const result = emptyResult(opts.displayPath ?? file, student, seed, t0);
+  const checksCache = cache ?? new ChecksCache(opts.checksDir ?? path.join(opts.kitRoot, "exercises", "checks"));
+  let text: string;
+  let nb: Notebook;
+  let checks: ExerciseChecks;
+  try {
+    nb = readNotebook(file);
+    text = fs.readFileSync(file, "utf8");
+    result.exercise = resolveExercise(nb, file, checksCache.dir, opts.exercise);
+    checks = checksCache.get(result.exercise);
+  } catch (e) {
+    result.error = (e as Error).message;
+    result.seconds = (Date.now() - t0) / 1000;
+    return result;
+  }
+  result.max = maxPoints(checks);
+  result.checks = checks.checks.map((c) => ({ id: c.id, title: c.title, points: 0, max: c.points, passed: false, feedback: "not graded" }));
+  const nonce = crypto.randomBytes(16).toString("hex");
+  const built = buildGradedNotebook(nb, checks, { nonce, seed });
+  const work = privateTempDir("grade-work-");
+  const priv = privateTempDir("grade-private-");
+  try {
+    const cwd = prepareWorkFolder(work, path.basename(file), text, opts.kitRoot, checks.data);
+    const graded = path.join(priv, "graded.ipynb");
+    const executed = path.join(priv, "executed.ipynb");
+    fs.writeFileSync(graded, JSON.stringify(built.notebook));
+    const timeout = opts.timeout ?? checks.timeoutSeconds ?? 600;
+    opts.log?.(`grading ${file} as ${result.exercise} (seed ${seed})`);
+    const summary = await executeNotebook(graded, executed, {
+      jupyter: opts.jupyter, cwd, deadline: timeout, cellTimeout: opts.cellTimeout ?? Math.min(180, timeout), log: path.join(priv, "kernel.log"),
+    });
+    const out = readNotebook(executed);
+    result.checks = scoreChecks(out, built, checks, summary, nonce);
+    result.cellErrors = studentCellErrors(out, built, summary);
+    const statuses = new Set(summary.cells.map((c) => c.status));
+    result.status = statuses.has("dead") ? "crashed" : statuses.has("timeout") || statuses.has("not-run") ? "timeout" : "ok";
+    result.warnings = suspiciousCode(nb);
+  } catch (e) {
+    result.status = "error";
+    result.error = (e as Error).message;
+  } finally {
+    if (!opts.keep) {
+      fs.rmSync(work, { recursive: true, force: true });
+      fs.rmSync(priv, { recursive: true, force: true });
+    } else opts.log?.(`kept ${work} and ${priv}`);
+  }
+  result.total = Math.round(result.checks.reduce((s, c) => s + c.points, 0) * 1000) / 1000;
+  result.seconds = (Date.now() - t0) / 1000;
+  return result;
+}
+
+export interface Submission {
+  file: string;
+  student: string;
+}
+
+/**
+ * The notebooks under `dir` (hidden folders and .ipynb_checkpoints skipped). Student: the first folder below
+ * `dir` (nbgrader's submitted/<student>/<assignment>/x.ipynb), else the file name.
+ */
+export function findSubmissions(dir: string): Submission[] {
+  const out: Submission[] = [];
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      if (e.name.startsWith(".")) continue;
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && e.name.endsWith(".ipynb")) {
+        const rel = path.relative(dir, p).split(path.sep);
+        out.push({ file: p, student: rel.length > 1 ? rel[0] : path.basename(e.name, ".ipynb") });
+      }
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+/** Grades every notebook under `dir`, `jobs` at a time, each in its own work folder. */
+export async function gradeFolder(dir: string, opts: GradeOptions & { jobs?: number }): Promise<{ results: GradeResult[]; warnings: string[] }> {
+  const subs = findSubmissions(dir);
+  const cache = new ChecksCache(opts.checksDir ?? path.join(opts.kitRoot, "exercises", "checks"));
+  const results: GradeResult[] = new Array(subs.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < subs.length) {
+      const i = next++;
+      results[i] = await gradeNotebook(subs[i].file, { ...opts, student: subs[i].student, displayPath: path.relative(dir, subs[i].file) }, cache);
+      opts.log?.(`${subs[i].student}: ${results[i].total} / ${results[i].max} (${results[i].status}) ${subs[i].file}`);
+    }
+  };
+  const jobs = Math.max(1, Math.min(opts.jobs ?? 1, subs.length || 1));
+  await Promise.all(Array.from({ length: jobs }, worker));
+  const warnings = cache.changed().map((f) => `${f} changed while grading: a notebook wrote to it. Restore it (git checkout) and grade again.`);
+  return { results, warnings };
+}

@@ -1,0 +1,159 @@
+// The student's notebook as the grader sees it (.ipynb JSON, nbformat 4), and the grader's private copy of it:
+// the student's cells as submitted (outputs cleared), then a preamble cell (the GradeSession with this run's
+// nonce and seed, and the checks file's setup), then one cell per hidden check. TODO cells are the code cells
+// tagged "todo" (metadata.todo names them); visible check cells are tagged "check".
+import * as fs from "node:fs";
+import type { ExerciseChecks } from "./checks-file.js";
+import type { GradeSessionConfig } from "./check-session.js";
+
+export interface NotebookOutput {
+  output_type: string;
+  name?: string;
+  text?: string | string[];
+  data?: Record<string, unknown>;
+  [k: string]: unknown;
+}
+
+export interface NotebookCell {
+  cell_type: "code" | "markdown" | "raw";
+  source: string | string[];
+  metadata: Record<string, unknown>;
+  outputs?: NotebookOutput[];
+  execution_count?: number | null;
+  id?: string;
+  [k: string]: unknown;
+}
+
+export interface Notebook {
+  cells: NotebookCell[];
+  metadata: Record<string, unknown>;
+  nbformat: number;
+  nbformat_minor: number;
+}
+
+export function readNotebook(file: string): Notebook {
+  let nb: Notebook;
+  try {
+    nb = JSON.parse(fs.readFileSync(file, "utf8")) as Notebook;
+  } catch (e) {
+    throw new Error(`${file} is not a readable notebook (.ipynb JSON): ${(e as Error).message}`);
+  }
+  if (!nb || !Array.isArray(nb.cells) || nb.nbformat !== 4) {
+    throw new Error(`${file} is not an nbformat 4 notebook (no "cells" list, or nbformat ${String(nb?.nbformat)}); open it in Jupyter and save it again`);
+  }
+  return nb;
+}
+
+export function cellSource(cell: NotebookCell): string {
+  return Array.isArray(cell.source) ? cell.source.join("") : String(cell.source ?? "");
+}
+
+export function cellTags(cell: NotebookCell): string[] {
+  const tags = cell.metadata?.tags;
+  return Array.isArray(tags) ? tags.map(String) : [];
+}
+
+/** Text a cell wrote on one stream. */
+export function streamText(cell: NotebookCell, stream: "stdout" | "stderr"): string {
+  return (cell.outputs ?? [])
+    .filter((o) => o.output_type === "stream" && o.name === stream)
+    .map((o) => (Array.isArray(o.text) ? o.text.join("") : String(o.text ?? "")))
+    .join("");
+}
+
+export interface TodoCell {
+  index: number;
+  name: string;
+  source: string;
+}
+
+/** The TODO cells (tag "todo"), named by metadata.todo (else "cell-<index>"). */
+export function todoCells(nb: Notebook): TodoCell[] {
+  return nb.cells
+    .map((c, index) => ({ c, index }))
+    .filter(({ c }) => c.cell_type === "code" && cellTags(c).includes("todo"))
+    .map(({ c, index }) => ({ index, name: typeof c.metadata.todo === "string" ? c.metadata.todo : `cell-${index}`, source: cellSource(c) }));
+}
+
+function codeCell(source: string, role: string): NotebookCell {
+  return { cell_type: "code", source, metadata: { grader: role }, outputs: [], execution_count: null };
+}
+
+export interface GradedNotebook {
+  notebook: Notebook;
+  /** Cells [0, studentCells) are the student's. */
+  studentCells: number;
+  preambleIndex: number;
+  /** cell index -> check id */
+  checkCells: Map<number, string>;
+}
+
+/**
+ * The grader's private notebook: the student's cells, the preamble and one cell per check.
+ * The nonce appears only in the preamble (the session keeps it private); the check cells name only their id.
+ */
+export function buildGradedNotebook(student: Notebook, checks: ExerciseChecks, run: { nonce: string; seed: number }): GradedNotebook {
+  const cells: NotebookCell[] = student.cells.map((c) => ({
+    cell_type: c.cell_type,
+    source: cellSource(c),
+    metadata: { ...(c.metadata ?? {}) },
+    ...(c.cell_type === "code" ? { outputs: [], execution_count: null } : {}),
+  }));
+  const studentCells = cells.length;
+  const todo: Record<string, string> = {};
+  for (const t of todoCells(student)) todo[t.name] = t.source;
+  const config: GradeSessionConfig = {
+    nonce: run.nonce,
+    seed: run.seed,
+    exercise: checks.exercise,
+    checks: checks.checks.map((c) => ({ id: c.id, max: c.points, title: c.title })),
+    todo,
+  };
+  // tslab mangles identifiers that start with "__"; "$" keeps the grader's names clear of the student's
+  const preamble = [
+    `import * as $gradeTf from "@tensorflow/tfjs";`,
+    `import * as $gradeLib from "kernel-lib";`,
+    `await $gradeLib.initBackend();`,
+    `const $grade = new $gradeLib.GradeSession(${JSON.stringify(config)}, $gradeTf, $gradeLib);`,
+    checks.setup
+      ? `const $setup = await $grade.setup(async (g) => {\nconst tf = g.tf; const lib = g.lib;\n${checks.setup}\n});`
+      : `const $setup = {};`,
+    `console.log("grading ${checks.exercise}: ${checks.checks.length} hidden checks");`,
+  ].join("\n");
+  cells.push(codeCell(preamble, "preamble"));
+  const preambleIndex = cells.length - 1;
+  const checkCells = new Map<number, string>();
+  for (const c of checks.checks) {
+    const src = `// hidden check "${c.id}": ${c.title}\nawait $grade.run(${JSON.stringify(c.id)}, async (g) => {\nconst tf = g.tf; const lib = g.lib; const h = $setup;\n${c.body}\n});`;
+    cells.push(codeCell(src, `check:${c.id}`));
+    checkCells.set(cells.length - 1, c.id);
+  }
+  const notebook: Notebook = {
+    cells,
+    metadata: {
+      kernelspec: { name: "tslab", display_name: "TypeScript", language: "typescript" },
+      language_info: { name: "typescript" },
+    },
+    nbformat: 4,
+    nbformat_minor: 4,
+  };
+  return { notebook, studentCells, preambleIndex, checkCells };
+}
+
+/** Things in the student's cells a teacher should look at (not scored). */
+export function suspiciousCode(nb: Notebook): string[] {
+  const rules: [RegExp, string][] = [
+    [/@@GRADE/, "prints grader result lines (@@GRADE)"],
+    [/\$grade|GradeSession/, "refers to the grader's session"],
+    [/process\.stdout\.write\s*=|console\.(log|info)\s*=|defineProperty\(\s*(console|process)/, "replaces console or stdout"],
+    [/process\.exit|process\.kill|child_process/, "exits the kernel or starts processes"],
+    [/checks\.ts|exercises\/checks/, "mentions the hidden checks' files"],
+  ];
+  const found: string[] = [];
+  nb.cells.forEach((c, i) => {
+    if (c.cell_type !== "code") return;
+    const src = cellSource(c);
+    for (const [re, what] of rules) if (re.test(src)) found.push(`code cell ${i} ${what}`);
+  });
+  return found;
+}

@@ -1,0 +1,116 @@
+// Reading the grade out of the executed private notebook. A check's result counts only if it is a
+// `@@GRADE <nonce> {...}` line in the output of that check's own cell, carries this run's nonce and the check's
+// id, and appears once; its points are clamped to the checks file's maximum. A check cell that printed no such
+// line scores 0, with its stderr (a compile error, a timeout) as feedback. Lines printed anywhere else (the
+// student's own cells) are ignored.
+import type { ExerciseChecks } from "./checks-file.js";
+import { GRADE_MARKER, type CheckLine } from "./check-session.js";
+import { type GradedNotebook, type Notebook, cellTags, streamText } from "./graded-notebook.js";
+import type { CellStatus, RunnerSummary } from "./execute.js";
+
+export interface CheckOutcome {
+  id: string;
+  title: string;
+  points: number;
+  max: number;
+  passed: boolean;
+  feedback: string;
+}
+
+export interface CellError {
+  cell: number;
+  /** the TODO name when the cell is a TODO cell */
+  todo: string | null;
+  status: CellStatus;
+  message: string;
+}
+
+/** Strips ANSI colours, node's stack frames and tslab's evalmachine echo from a cell's stderr. */
+export function cleanStderr(text: string, maxLines = 12): string {
+  // eslint-disable-next-line no-control-regex
+  const lines = text.replace(/\u001b\[[0-9;]*m/g, "").split("\n");
+  const kept: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i];
+    if (/^\s+at /.test(l) || /^evalmachine\.<anonymous>:\d+$/.test(l)) continue;
+    if (/^\s*\^+\s*$/.test(l)) continue;
+    // the echoed source line before a caret
+    if (i + 1 < lines.length && /^\s*\^+\s*$/.test(lines[i + 1])) continue;
+    if (l.trim() === "" && (kept.length === 0 || kept[kept.length - 1] === "")) continue;
+    kept.push(l);
+  }
+  while (kept.length && kept[kept.length - 1].trim() === "") kept.pop();
+  return kept.slice(0, maxLines).join("\n");
+}
+
+const STATUS_WORDS: Record<string, string> = {
+  timeout: "timed out (the cell ran past the time limit and was skipped)",
+  dead: "killed the kernel (the kernel was restarted and the cell skipped)",
+  "not-run": "did not run (the notebook's time was up)",
+  skipped: "was skipped",
+};
+
+function lineFor(text: string, nonce: string, id: string): { line: CheckLine | null; count: number } {
+  let found: CheckLine | null = null;
+  let count = 0;
+  const prefix = `${GRADE_MARKER} ${nonce} `;
+  for (const l of text.split("\n")) {
+    if (!l.startsWith(prefix)) continue;
+    try {
+      const v = JSON.parse(l.slice(prefix.length)) as CheckLine;
+      if (v && v.id === id) {
+        count++;
+        found ??= v;
+      }
+    } catch {
+      // not ours
+    }
+  }
+  return { line: found, count };
+}
+
+/** The outcome of every check, in the checks file's order. */
+export function scoreChecks(executed: Notebook, built: GradedNotebook, checks: ExerciseChecks, summary: RunnerSummary, nonce: string): CheckOutcome[] {
+  const status = new Map(summary.cells.map((c) => [c.index, c.status]));
+  const preamble = executed.cells[built.preambleIndex];
+  const preambleErr = preamble ? cleanStderr(streamText(preamble, "stderr")) : "";
+  const byId = new Map([...built.checkCells].map(([index, id]) => [id, index]));
+  return checks.checks.map((c) => {
+    const index = byId.get(c.id)!;
+    const cell = executed.cells[index];
+    const base = { id: c.id, title: c.title, max: c.points };
+    const { line, count } = cell ? lineFor(streamText(cell, "stdout"), nonce, c.id) : { line: null, count: 0 };
+    if (line && count === 1) {
+      const points = Math.max(0, Math.min(c.points, Number(line.points) || 0));
+      return { ...base, points, passed: line.passed === true && points === c.points, feedback: String(line.feedback ?? "") };
+    }
+    if (count > 1) return { ...base, points: 0, passed: false, feedback: `The check's result line appeared ${count} times: something in the notebook printed grader lines. Scored 0; ask your teacher.` };
+    const st = status.get(index) ?? "not-run";
+    const err = cell ? cleanStderr(streamText(cell, "stderr")) : "";
+    let feedback: string;
+    if (st !== "ok" && st !== "error") feedback = `The check ${STATUS_WORDS[st] ?? st}.`;
+    else if (err) {
+      const missing = /Cannot find name '([^']+)'/.exec(err);
+      feedback = missing
+        ? `The check could not find \`${missing[1]}\`: keep the names the exercise gives (and run the cell that defines it without errors).\n${err}`
+        : /^\d+:\d+ - /m.test(err)
+          ? `The check does not compile against your code (keep the function signatures the exercise gives):\n${err}`
+          : `The check could not run:\n${err}`;
+    } else if (preambleErr) feedback = `The grader's preamble failed:\n${preambleErr}`;
+    else feedback = "The check printed no result.";
+    return { ...base, points: 0, passed: false, feedback };
+  });
+}
+
+/** Errors of the student's own cells (first lines of their stderr), for the report. */
+export function studentCellErrors(executed: Notebook, built: GradedNotebook, summary: RunnerSummary): CellError[] {
+  const out: CellError[] = [];
+  for (const c of summary.cells) {
+    if (c.index >= built.studentCells || c.status === "ok") continue;
+    const cell = executed.cells[c.index];
+    const todo = cell && cellTags(cell).includes("todo") && typeof cell.metadata.todo === "string" ? cell.metadata.todo : null;
+    const message = c.status === "error" ? cleanStderr(streamText(cell, "stderr"), 6) : STATUS_WORDS[c.status] ?? c.status;
+    out.push({ cell: c.index, todo, status: c.status, message });
+  }
+  return out;
+}

@@ -470,14 +470,17 @@ export class UNet2DConditionModel extends ModelMixin {
       else if (this.mid_block) x = this.mid_block.forward(x, emb);
       if (this.mid_block) keep("mid_block", x);
 
-      // 5. up: each block consumes as many skips as it has ResNets, deepest first
+      // 5. up: each block consumes as many skips as it has ResNets, deepest first; consumed skips and the
+      //    block's input are freed right away (what Python's refcounting does), which lowers the peak
       this.up_blocks.items.forEach((block, i) => {
         const k = block.resnets.length;
         const res = skips.splice(skips.length - k, k);
         const isFinal = i === this.up_blocks.length - 1;
         const size: [number, number] | undefined =
           !isFinal && forwardUpsampleSize ? [skips[skips.length - 1].shape[1], skips[skips.length - 1].shape[2]] : undefined;
-        x = block.forward(x, res, ctx, size);
+        const prev = x;
+        x = block.forward(prev, res, ctx, size);
+        for (const t of new Set([prev, ...res])) if (t !== sample) t.dispose();
         keep(`up_blocks.${i}`, x);
       });
 

@@ -324,7 +324,7 @@ export interface LoraExplanation {
   format: LoraFormat;
   rows: LoraKeyRow[];
   unplaced: UnplacedLoraKey[];
-  /** The same as a markdown table (for displayMarkdown). */
+  /** The same as markdown tables (for displayMarkdown; loraExplanationMarkdown shortens them). */
   markdown: string;
 }
 
@@ -333,16 +333,20 @@ export function pipelineLoraModels(pipe: { unet?: Module | null; textEncoder?: M
   return { unet: pipe.unet ?? null, text_encoder: pipe.textEncoder ?? null };
 }
 
-function explanationMarkdown(format: LoraFormat, rows: LoraKeyRow[], unplaced: UnplacedLoraKey[]): string {
+/** The explanation as markdown tables (modules patched, keys not placed), at most `maxRows` rows of each. */
+export function loraExplanationMarkdown(ex: Pick<LoraExplanation, "format" | "rows" | "unplaced">, opts: { maxRows?: number } = {}): string {
+  const max = opts.maxRows ?? Infinity;
+  const more = (n: number, cols: number) => (n > max ? [`| … ${n - max} more |${" |".repeat(cols - 1)}`] : []);
   const out = [
-    `**${format}** format: ${rows.length} module(s) patched, ${unplaced.length} key(s) not placed.`,
+    `**${ex.format}** format: ${ex.rows.length} module(s) patched, ${ex.unplaced.length} key(s) not placed.`,
     "",
     "| key in the file | patches | layer | rank | alpha | scale alpha/r |",
     "| --- | --- | --- | ---: | ---: | ---: |",
-    ...rows.map((r) => `| \`${r.key}\` | ${r.component}: \`${r.module}\` | ${r.kind} | ${r.rank} | ${r.alpha}${r.alphaStored ? "" : " (= r, none stored)"} | ${+r.scale.toPrecision(6)} |`),
+    ...ex.rows.slice(0, max).map((r) => `| \`${r.key}\` | ${r.component}: \`${r.module}\` | ${r.kind} | ${r.rank} | ${r.alpha}${r.alphaStored ? "" : " (= r, none stored)"} | ${+r.scale.toPrecision(6)} |`),
+    ...more(ex.rows.length, 6),
   ];
-  if (unplaced.length > 0) {
-    out.push("", "| key not placed | reason |", "| --- | --- |", ...unplaced.map((u) => `| \`${u.key}\` | ${u.reason} |`));
+  if (ex.unplaced.length > 0) {
+    out.push("", "| key not placed | reason |", "| --- | --- |", ...ex.unplaced.slice(0, max).map((u) => `| \`${u.key}\` | ${u.reason} |`), ...more(ex.unplaced.length, 2));
   }
   return out.join("\n");
 }
@@ -358,5 +362,6 @@ export async function explainLoraFile(src: LoraSource, pipe: { unet?: Module | n
     const alpha = m.alpha ?? m.rank;
     return { key: m.key, component: m.component, module: m.module, kind: m.kind, rank: m.rank, alpha, alphaStored: m.alpha !== null, scale: alpha / m.rank };
   });
-  return { source, format: parsed.format, rows, unplaced: parsed.unplaced, markdown: explanationMarkdown(parsed.format, rows, parsed.unplaced) };
+  const ex = { source, format: parsed.format, rows, unplaced: parsed.unplaced };
+  return { ...ex, markdown: loraExplanationMarkdown(ex) };
 }

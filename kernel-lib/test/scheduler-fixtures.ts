@@ -1,11 +1,13 @@
-// Shared helpers of the scheduler parity tests: the two real configs, the fixture JSONs, and the
-// README's 10-step trajectory loop run against the stored diffusers tensors.
+// Shared helpers of the scheduler tests: the two real configs, the fixture JSONs, the README's
+// 10-step trajectory loop run against the stored diffusers tensors, resolved-config comparison,
+// and the long loop of the memory tests.
 import * as fs from "node:fs";
 import * as tf from "@tensorflow/tfjs";
 import { expect } from "vitest";
 import { readConfigFile, type Config } from "../src/io/config.js";
 import type { SchedulerMixin, SchedulerOutputWithOriginal } from "../src/schedulers/scheduling-utils.js";
-import { TOL, compare, fixture, fixtureArrays, loadFixture, nchwToNhwc, nhwcToNchw } from "./helpers.js";
+import { Generator } from "../src/random/generator.js";
+import { TOL, compare, expectClose, fixture, fixtureArrays, loadFixture, nchwToNhwc, nhwcToNchw } from "./helpers.js";
 
 export type CfgName = "sd15" | "ddpm_cat";
 export const CFG_NAMES: CfgName[] = ["sd15", "ddpm_cat"];
@@ -103,4 +105,133 @@ export function runTrajectory(
   } finally {
     tf.dispose(Object.values(tensors));
   }
+}
+
+/**
+ * Our config equals diffusers' resolved one (configs_resolved.json); `_use_default_values` is compared
+ * as a set, and the fixture's "-inf" (Python's -inf, DPM-Solver's lambda_min_clipped) as -Infinity.
+ */
+export function expectResolved(config: Record<string, unknown>, ref: Record<string, unknown>, what?: string): void {
+  const { _use_default_values: ours, ...oursRest } = config;
+  const { _use_default_values: theirs, ...theirsRest } = ref;
+  for (const [k, v] of Object.entries(theirsRest)) if (v === "-inf") theirsRest[k] = -Infinity;
+  expect(oursRest, what).toEqual(theirsRest);
+  expect([...((ours as string[]) ?? [])].sort(), what).toEqual([...((theirs as string[]) ?? [])].sort());
+}
+
+/** diffusers' `Class.from_config(raw)` result for `className` on config `cfg`. */
+export function resolvedConfig(cfg: CfgName, className: string): Record<string, unknown> {
+  return fixtureJson("schedulers", "configs_resolved.json").resolved[cfg][className];
+}
+
+/**
+ * The memory tests' long loop over `s.timesteps` (call setTimesteps first): x_T from a seeded
+ * Generator times init_noise_sigma, then per timestep scaleModelInput, a fake model output
+ * x_in * 0.1 and step (the generator feeds stochastic steps); every output but prevSample is
+ * disposed. `afterStep(i, before)` may check what the scheduler keeps. Returns the last sample
+ * (finite; the caller disposes it) and tf.memory().numTensors before the loop.
+ */
+export function runLongLoop(
+  s: SchedulerMixin,
+  opts: { shape?: number[]; afterStep?: (i: number, before: number) => void } = {},
+): { x: tf.Tensor; before: number } {
+  const gen = new Generator().manualSeed(1);
+  const before = tf.memory().numTensors;
+  let x = tf.tidy(() => tf.mul(gen.randn(opts.shape ?? [1, 2, 2, 4]), s.initNoiseSigma));
+  for (const [i, t] of s.timesteps.entries()) {
+    const xIn = s.scaleModelInput(x, t);
+    const mo = tf.mul(xIn, 0.1);
+    const out = s.step(mo, t, x, { generator: gen }) as unknown as Record<string, tf.Tensor>;
+    tf.dispose([xIn, mo, x, ...Object.entries(out).filter(([k]) => k !== "prevSample").map(([, v]) => v)]);
+    x = out.prevSample;
+    opts.afterStep?.(i, before);
+  }
+  expect(Number.isFinite(x.dataSync()[0])).toBe(true);
+  return { x, before };
+}
+
+/** The step counts schedules_{cfg}.json holds. */
+export const SCHEDULE_STEPS = [1, 4, 10, 20, 25, 50];
+
+/**
+ * setTimesteps(N) for every N of schedules_{cfg}: timesteps equal diffusers' (values and float32 /
+ * int bits), `sigmas` bit for bit where the fixture has them, init_noise_sigma, order and the number
+ * of timesteps. `extra(n, ref)` adds a class's own checks; where diffusers raised (`ref.error`)
+ * `onError(n, ref)` must check our error instead.
+ */
+export function expectSchedules(
+  cfg: CfgName,
+  variant: string,
+  s: SchedulerMixin,
+  opts: { extra?: (n: number, ref: any) => void; onError?: (n: number, ref: any) => void } = {},
+): void {
+  const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
+  try {
+    const steps = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers[variant].steps;
+    for (const n of SCHEDULE_STEPS) {
+      const ref = steps[n];
+      const what = `${cfg} ${variant} N=${n}`;
+      if (ref.error !== undefined) {
+        expect(opts.onError, `${what}: diffusers raised ${ref.error}`).toBeDefined();
+        opts.onError!(n, ref);
+        continue;
+      }
+      s.setTimesteps(n);
+      expect(s.timesteps, what).toEqual(ref.timesteps);
+      expect(firstDiff(s.timesteps, tens[`${variant}/steps${n}/timesteps`].dataSync()), what).toBeNull();
+      expect(s.timesteps.length, what).toBe(ref.len_timesteps);
+      const sigmas = tens[`${variant}/steps${n}/sigmas`];
+      if (sigmas) expect(firstDiff((s as unknown as { sigmas: Float32Array }).sigmas, sigmas.dataSync()), `${what} sigmas`).toBeNull();
+      expect(s.initNoiseSigma, what).toBe(ref.init_noise_sigma);
+      expect(s.order, what).toBe(ref.order);
+      opts.extra?.(n, ref);
+    }
+  } finally {
+    tf.dispose(Object.values(tens));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// float64 re-derivations of the update rules on plain arrays (DPM-Solver and UniPC tests)
+
+export type Arr = Float64Array;
+/** The sample shape of the re-derivation tests, and its size. */
+export const REF_SHAPE = [1, 4, 4, 3];
+export const REF_SIZE = REF_SHAPE.reduce((a, b) => a * b);
+/** sum_k c_k v_k in float64. */
+export const lin = (terms: [number, Arr][]): Arr => {
+  const out = new Float64Array(REF_SIZE);
+  for (const [c, v] of terms) for (let i = 0; i < REF_SIZE; i++) out[i] += c * v[i];
+  return out;
+};
+/** The fixture's fake model (0.1 x + 0.05 cos(t / 100)) in float64, and the same on tensors. */
+export const fakeModel64 = (x: Arr, t: number): Arr => x.map((v) => 0.1 * v + 0.05 * Math.cos(t / 100));
+export const fakeModelTf = (x: tf.Tensor, t: number) => tf.tidy(() => tf.add(tf.mul(x, 0.1), 0.05 * Math.cos(t / 100)));
+/** torch.randn(REF_SIZE) of `seed` as float64. */
+export const randArr = (seed: number): Arr => Float64Array.from(new Generator().manualSeed(seed).randnArray([REF_SIZE]));
+
+/**
+ * Our scheduler over its whole n-step schedule with the fake model (float32 tensors), from `x0`;
+ * stochastic steps take `noises[k]` or draw from `generator`. Returns the final sample.
+ */
+export function runOurs(s: SchedulerMixin, n: number, x0: Arr, noises: Arr[] = [], generator?: Generator): Float32Array {
+  s.setTimesteps(n);
+  let x: tf.Tensor = tf.tensor(Float32Array.from(x0), REF_SHAPE);
+  for (const [k, t] of s.timesteps.entries()) {
+    const mo = fakeModelTf(x, t);
+    const noise = noises[k] ? tf.tensor(Float32Array.from(noises[k]), REF_SHAPE) : undefined;
+    const out = s.step(mo, t, x, generator ? { generator } : noise ? { noise } : {});
+    tf.dispose([mo, x, noise]);
+    x = out.prevSample;
+  }
+  const r = x.dataSync() as Float32Array;
+  x.dispose();
+  return r;
+}
+
+/** Elementwise closeness relative to the reference's largest magnitude (at least 1). */
+export function relClose(ours: ArrayLike<number>, ref: ArrayLike<number>, tol: number, label: string): void {
+  let scale = 0;
+  for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i]));
+  expectClose(ours, ref, tol * Math.max(scale, 1), 0, label);
 }

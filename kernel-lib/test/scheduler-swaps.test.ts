@@ -22,7 +22,7 @@ import {
   getSchedulerClass,
 } from "../src/schedulers/index.js";
 import { fixture } from "./helpers.js";
-import { CFG_NAMES, fixtureJson, rawConfig } from "./scheduler-fixtures.js";
+import { CFG_NAMES, expectResolved, fixtureJson, rawConfig, resolvedConfig } from "./scheduler-fixtures.js";
 
 type Swappable = {
   className: string;
@@ -43,20 +43,6 @@ const TEN: Swappable[] = [
   UniPCMultistepScheduler,
   LCMScheduler,
 ];
-
-const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
-
-/**
- * Equal configs; `_use_default_values` compared as a set (diffusers keeps it unordered). The fixture
- * JSON writes Python's -inf (DPM-Solver's lambda_min_clipped default) as "-inf".
- */
-function expectResolved(config: Record<string, unknown>, ref: Record<string, unknown>, what: string): void {
-  const { _use_default_values: ours, ...oursRest } = config;
-  const { _use_default_values: theirs, ...theirsRest } = ref;
-  for (const [k, v] of Object.entries(theirsRest)) if (v === "-inf") theirsRest[k] = -Infinity;
-  expect(oursRest, what).toEqual(theirsRest);
-  expect([...((ours as string[]) ?? [])].sort(), what).toEqual([...((theirs as string[]) ?? [])].sort());
-}
 
 describe("scheduler swaps: compatibles", () => {
   it("KarrasDiffusionSchedulers is diffusers 0.27.2's enum, in order", () => {
@@ -117,7 +103,7 @@ describe("scheduler swaps: every pair of the ten", () => {
           const what = `${cfg}: ${A.className} -> ${B.className}`;
           expect(b).toBeInstanceOf(B as unknown as typeof DDPMScheduler);
           expect(b.config._class_name, what).toBe(B.className);
-          expectResolved(b.config, resolved[cfg][B.className], what);
+          expectResolved(b.config, resolvedConfig(cfg, B.className), what);
           // and the swapped scheduler runs: diffusers' 10-step timesteps, one step on a small sample
           b.setTimesteps(10);
           expect(b.timesteps, what).toEqual(schedules[B.className].steps[10].timesteps);
@@ -140,7 +126,7 @@ describe("scheduler swaps: every pair of the ten", () => {
     for (const cfg of CFG_NAMES) {
       let config: Record<string, unknown> = rawConfig(cfg);
       for (const B of [...TEN, ...[...TEN].reverse()]) config = B.fromConfig(config).config;
-      expectResolved(config, resolved[cfg].DDPMScheduler, `${cfg}: chain`);
+      expectResolved(config, resolvedConfig(cfg, "DDPMScheduler"), `${cfg}: chain`);
     }
     const v = EulerDiscreteScheduler.fromConfig(rawConfig("sd15"), { prediction_type: "v_prediction" });
     for (const B of TEN) expect(B.fromConfig(v.config).config.prediction_type, B.className).toBe("v_prediction");

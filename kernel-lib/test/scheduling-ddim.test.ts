@@ -5,19 +5,13 @@ import { DDPMScheduler } from "../src/schedulers/scheduling-ddpm.js";
 import { KarrasDiffusionSchedulers, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
 import { Generator } from "../src/random/generator.js";
 import { TOL, expectClose, fixture, loadFixture, nchwToNhwc } from "./helpers.js";
-import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule } from "./scheduler-fixtures.js";
-
-const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
+import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule, expectResolved, resolvedConfig, expectSchedules } from "./scheduler-fixtures.js";
 
 describe("DDIMScheduler: config and schedules", () => {
   for (const cfg of CFG_NAMES) {
     it(`${cfg}: resolved config equals diffusers' (both variants)`, () => {
       for (const variant of ["DDIMScheduler", "DDIMScheduler_eta0.5"]) {
-        const s = DDIMScheduler.fromConfig(rawConfig(cfg));
-        const { _use_default_values: ours, ...oursRest } = s.config;
-        const { _use_default_values: theirs, ...theirsRest } = resolved[cfg][variant];
-        expect(oursRest).toEqual(theirsRest);
-        expect([...(ours ?? [])].sort()).toEqual([...theirs].sort());
+        expectResolved(DDIMScheduler.fromConfig(rawConfig(cfg)).config, resolvedConfig(cfg, variant));
       }
     });
 
@@ -31,20 +25,10 @@ describe("DDIMScheduler: config and schedules", () => {
     });
 
     it(`${cfg}: set_timesteps(N) for N in {1,4,10,20,25,50}, init_noise_sigma, order`, () => {
-      const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
       for (const variant of ["DDIMScheduler", "DDIMScheduler_eta0.5"]) {
-        const ref = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers[variant].steps;
         const s = DDIMScheduler.fromConfig(rawConfig(cfg));
-        for (const n of [1, 4, 10, 20, 25, 50]) {
-          s.setTimesteps(n);
-          expect(s.timesteps).toEqual(ref[n].timesteps);
-          expect(s.timesteps).toEqual(Array.from(tens[`${variant}/steps${n}/timesteps`].dataSync()));
-          expect(s.numInferenceSteps).toBe(n);
-          expect(s.initNoiseSigma).toBe(ref[n].init_noise_sigma);
-          expect(s.order).toBe(ref[n].order);
-        }
+        expectSchedules(cfg, variant, s, { extra: (n) => expect(s.numInferenceSteps).toBe(n) });
       }
-      tf.dispose(Object.values(tens));
     });
   }
 

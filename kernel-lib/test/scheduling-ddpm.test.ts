@@ -17,7 +17,7 @@ import {
 } from "../src/schedulers/scheduling-utils.js";
 import { Generator } from "../src/random/generator.js";
 import { TOL, expectClose, fixture, loadFixture, nchwToNhwc } from "./helpers.js";
-import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule } from "./scheduler-fixtures.js";
+import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule, runLongLoop, expectResolved, resolvedConfig, expectSchedules } from "./scheduler-fixtures.js";
 
 describe("DDPMScheduler: training schedule (float32 like torch)", () => {
   for (const cfg of CFG_NAMES) {
@@ -67,15 +67,10 @@ describe("DDPMScheduler: training schedule (float32 like torch)", () => {
 });
 
 describe("DDPMScheduler: config", () => {
-  const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
   for (const cfg of CFG_NAMES) {
     it(`${cfg}: resolved config (keys, values, _use_default_values) equals diffusers'`, () => {
       const s = DDPMScheduler.fromConfig(rawConfig(cfg));
-      const ref = resolved[cfg].DDPMScheduler;
-      const { _use_default_values: ours, ...oursRest } = s.config;
-      const { _use_default_values: theirs, ...theirsRest } = ref;
-      expect(oursRest).toEqual(theirsRest);
-      expect([...(ours ?? [])].sort()).toEqual([...theirs].sort());
+      expectResolved(s.config, resolvedConfig(cfg, "DDPMScheduler"));
       expect(Object.isFrozen(s.config)).toBe(true);
     });
   }
@@ -149,18 +144,8 @@ function resolvedKeys(k: string[]): string[] {
 describe("DDPMScheduler: timesteps", () => {
   for (const cfg of CFG_NAMES) {
     it(`${cfg}: set_timesteps(N) for N in {1,4,10,20,25,50}, init_noise_sigma, order`, () => {
-      const ref = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers.DDPMScheduler.steps;
-      const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
       const s = DDPMScheduler.fromConfig(rawConfig(cfg));
-      for (const n of [1, 4, 10, 20, 25, 50]) {
-        s.setTimesteps(n);
-        expect(s.timesteps).toEqual(ref[n].timesteps);
-        expect(s.timesteps).toEqual(Array.from(tens[`DDPMScheduler/steps${n}/timesteps`].dataSync()));
-        expect(s.numInferenceSteps).toBe(n);
-        expect(s.initNoiseSigma).toBe(ref[n].init_noise_sigma);
-        expect(s.order).toBe(ref[n].order);
-      }
-      tf.dispose(Object.values(tens));
+      expectSchedules(cfg, "DDPMScheduler", s, { extra: (n) => expect(s.numInferenceSteps).toBe(n) });
     });
   }
 
@@ -398,18 +383,8 @@ describe("DDPMScheduler: options", () => {
 describe("DDPMScheduler: memory", () => {
   it("a 1000-step loop leaves tf.memory().numTensors where it started", () => {
     const s = DDPMScheduler.fromConfig(rawConfig("ddpm_cat"), { thresholding: true });
-    const gen = new Generator().manualSeed(0);
-    const before = tf.memory().numTensors;
-    let x = gen.randn([1, 2, 2, 3]);
-    for (const t of s.timesteps) {
-      const xIn = s.scaleModelInput(x, t);
-      const mo = tf.mul(xIn, 0.1);
-      const out = s.step(mo, t, x, { generator: gen });
-      tf.dispose([xIn, mo, x, out.predOriginalSample]);
-      x = out.prevSample;
-    }
+    const { x, before } = runLongLoop(s, { shape: [1, 2, 2, 3] });
     expect(s.timesteps.length).toBe(1000);
-    expect(Number.isFinite(x.dataSync()[0])).toBe(true);
     x.dispose();
     expect(tf.memory().numTensors).toBe(before);
   });

@@ -12,31 +12,22 @@ import {
 import { DDIMScheduler } from "../src/schedulers/scheduling-ddim.js";
 import { KarrasDiffusionSchedulers, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
 import { Generator } from "../src/random/generator.js";
-import { expectClose, loadFixture, nchwToNhwc } from "./helpers.js";
-import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule } from "./scheduler-fixtures.js";
+import { expectClose, nchwToNhwc } from "./helpers.js";
+import { CFG_NAMES, firstDiff, rawConfig, runTrajectory, trainSchedule, runLongLoop, expectResolved, resolvedConfig, expectSchedules, type Arr, REF_SHAPE as SHAPE, lin, fakeModel64, randArr, runOurs, relClose } from "./scheduler-fixtures.js";
 
-const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
 const VARIANTS: Record<string, Record<string, unknown>> = {
   DPMSolverMultistepScheduler: {},
   DPMSolverMultistepScheduler_karras: { use_karras_sigmas: true },
 };
 const NS = [1, 4, 10, 20, 25, 50];
 
-/** Python's -inf is written "-inf" in the fixture JSON. */
-function normalise(c: Record<string, unknown>): Record<string, unknown> {
-  const { _use_default_values: _u, ...rest } = c;
-  return { ...rest, lambda_min_clipped: parseLambdaMinClipped("test", rest.lambda_min_clipped) };
-}
-
 describe("DPMSolverMultistepScheduler: config and schedules", () => {
   for (const cfg of CFG_NAMES) {
     it(`${cfg}: resolved config equals diffusers' (default and karras)`, () => {
       for (const [variant, kw] of Object.entries(VARIANTS)) {
         const s = DPMSolverMultistepScheduler.fromConfig(rawConfig(cfg), kw);
-        const theirs = resolved[cfg][variant];
-        expect(normalise(s.config)).toEqual(normalise(theirs));
+        expectResolved(s.config, resolvedConfig(cfg, variant));
         expect(s.config.lambda_min_clipped).toBe(-Infinity);
-        expect([...(s.config._use_default_values ?? [])].sort()).toEqual([...theirs._use_default_values].sort());
       }
     });
 
@@ -48,24 +39,9 @@ describe("DPMSolverMultistepScheduler: config and schedules", () => {
     });
 
     it(`${cfg}: timesteps, sigmas, init_noise_sigma, order for N in {${NS}} (default and karras)`, () => {
-      const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
-      try {
-        for (const variant of Object.keys(VARIANTS)) {
-          const ref = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers[variant].steps;
-          const s = DPMSolverMultistepScheduler.fromConfig(rawConfig(cfg), VARIANTS[variant]);
-          for (const n of NS) {
-            s.setTimesteps(n);
-            expect(s.timesteps, `${variant} N=${n}`).toEqual(ref[n].timesteps);
-            expect(s.timesteps).toEqual(Array.from(tens[`${variant}/steps${n}/timesteps`].dataSync()));
-            expect(s.numInferenceSteps).toBe(ref[n].len_timesteps);
-            expect(s.initNoiseSigma).toBe(ref[n].init_noise_sigma);
-            expect(s.order).toBe(ref[n].order);
-            const sig = tens[`${variant}/steps${n}/sigmas`].dataSync();
-            expect(firstDiff(s.sigmas, sig), `${variant} N=${n} sigmas`).toBeNull();
-          }
-        }
-      } finally {
-        tf.dispose(Object.values(tens));
+      for (const variant of Object.keys(VARIANTS)) {
+        const s = DPMSolverMultistepScheduler.fromConfig(rawConfig(cfg), VARIANTS[variant]);
+        expectSchedules(cfg, variant, s, { extra: (_, ref) => expect(s.numInferenceSteps).toBe(ref.len_timesteps) });
       }
     });
   }
@@ -92,17 +68,6 @@ describe("DPMSolverMultistepScheduler: 10-step trajectories vs diffusers", () =>
 // Options without fixtures: a float64 re-derivation of the update rules (Lu et al. 2022:
 // multistep DPM-Solver-1/2/3, DPM-Solver++(1/2M/3M) and the SDE variants) run on plain arrays.
 
-type Arr = Float64Array;
-const SHAPE = [1, 4, 4, 3];
-const N_EL = SHAPE.reduce((a, b) => a * b);
-const lin = (terms: [number, Arr][]): Arr => {
-  const out = new Float64Array(N_EL);
-  for (const [c, v] of terms) for (let i = 0; i < N_EL; i++) out[i] += c * v[i];
-  return out;
-};
-const fakeModel64 = (x: Arr, t: number): Arr => x.map((v) => 0.1 * v + 0.05 * Math.cos(t / 100));
-const fakeModelTf = (x: tf.Tensor, t: number) => tf.tidy(() => tf.add(tf.mul(x, 0.1), 0.05 * Math.cos(t / 100)));
-const randArr = (seed: number): Arr => Float64Array.from(new Generator().manualSeed(seed).randnArray([N_EL]));
 
 interface DpmRefOptions {
   algo: string;
@@ -180,28 +145,6 @@ function dpmReference(o: DpmRefOptions, sigmas: ArrayLike<number>, timesteps: nu
     lowerNums = Math.min(lowerNums + 1, o.order);
   }
   return x;
-}
-
-/** Runs our scheduler over its whole schedule with the fake model; returns the final sample. */
-function runOurs(s: DPMSolverMultistepScheduler, n: number, x0: Arr, noises: Arr[] = [], useGenerator?: Generator): Float32Array {
-  s.setTimesteps(n);
-  let x: tf.Tensor = tf.tensor(Float32Array.from(x0), SHAPE);
-  for (const [k, t] of s.timesteps.entries()) {
-    const mo = fakeModelTf(x, t);
-    const noise = noises[k] ? tf.tensor(Float32Array.from(noises[k]), SHAPE) : undefined;
-    const out = s.step(mo, t, x, useGenerator ? { generator: useGenerator } : noise ? { noise } : {});
-    tf.dispose([mo, x, noise]);
-    x = out.prevSample;
-  }
-  const r = x.dataSync() as Float32Array;
-  x.dispose();
-  return r;
-}
-
-function relClose(ours: ArrayLike<number>, ref: ArrayLike<number>, tol: number, label: string): void {
-  let scale = 0;
-  for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i]));
-  expectClose(ours, ref, tol * Math.max(scale, 1), 0, label);
 }
 
 describe("DPMSolverMultistepScheduler: every algorithm / order / solver type vs a float64 re-derivation", () => {
@@ -478,16 +421,10 @@ describe("DPMSolverMultistepScheduler: memory", () => {
       const s = DPMSolverMultistepScheduler.fromConfig(rawConfig("ddpm_cat"), kw);
       s.setTimesteps(1000);
       const gen = new Generator().manualSeed(0);
-      const before = tf.memory().numTensors;
-      let x = gen.randn([1, 2, 2, 3]);
-      for (const t of s.timesteps) {
-        const mo = tf.mul(x, 0.1);
-        const out = s.step(mo, t, x, { generator: gen });
-        tf.dispose([mo, x]);
-        x = out.prevSample;
-        expect(tf.memory().numTensors).toBeLessThanOrEqual(before + 1 + s.config.solver_order);
-      }
-      expect(Number.isFinite(x.dataSync()[0])).toBe(true);
+      const { x, before } = runLongLoop(s, {
+        shape: [1, 2, 2, 3],
+        afterStep: (_, before0) => expect(tf.memory().numTensors).toBeLessThanOrEqual(before0 + 1 + s.config.solver_order),
+      });
       x.dispose();
       expect(tf.memory().numTensors).toBe(before);
       // dispose / setTimesteps mid-run free the history too

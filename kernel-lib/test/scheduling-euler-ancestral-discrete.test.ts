@@ -1,53 +1,24 @@
 import { describe, it, expect } from "vitest";
 import * as tf from "@tensorflow/tfjs";
-import { DDIMScheduler } from "../src/schedulers/scheduling-ddim.js";
-import { DDPMScheduler } from "../src/schedulers/scheduling-ddpm.js";
-import { PNDMScheduler } from "../src/schedulers/scheduling-pndm.js";
-import { EulerDiscreteScheduler } from "../src/schedulers/scheduling-euler-discrete.js";
 import { EulerAncestralDiscreteScheduler } from "../src/schedulers/scheduling-euler-ancestral-discrete.js";
-import { LMSDiscreteScheduler } from "../src/schedulers/scheduling-lms-discrete.js";
-import { HeunDiscreteScheduler } from "../src/schedulers/scheduling-heun-discrete.js";
 import { KarrasDiffusionSchedulers, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
 import { Generator } from "../src/random/generator.js";
-import { expectClose, loadFixture, nchwToNhwc } from "./helpers.js";
-import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory } from "./scheduler-fixtures.js";
+import { expectClose, nchwToNhwc } from "./helpers.js";
+import { CFG_NAMES, rawConfig, runTrajectory, expectResolved, resolvedConfig, runLongLoop, expectSchedules } from "./scheduler-fixtures.js";
 
 const NAME = "EulerAncestralDiscreteScheduler";
-const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
-/** Every class a config can come from (`fromConfig` only). */
-const SOURCES: { fromConfig(config: Record<string, unknown>): { config: Record<string, unknown> } }[] = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
-
-function expectResolved(config: Record<string, unknown>, ref: Record<string, unknown>): void {
-  const { _use_default_values: ours, ...oursRest } = config;
-  const { _use_default_values: theirs, ...theirsRest } = ref;
-  expect(oursRest).toEqual(theirsRest);
-  expect([...((ours as string[]) ?? [])].sort()).toEqual([...(theirs as string[])].sort());
-}
 
 describe("EulerAncestralDiscreteScheduler: config and schedules", () => {
   for (const cfg of CFG_NAMES) {
-    it(`${cfg}: resolved config equals diffusers'; swaps through every other class keep _use_default_values`, () => {
-      expectResolved(EulerAncestralDiscreteScheduler.fromConfig(rawConfig(cfg)).config, resolved[cfg][NAME]);
-      for (const Src of SOURCES) {
-        expectResolved(EulerAncestralDiscreteScheduler.fromConfig(Src.fromConfig(rawConfig(cfg)).config).config, resolved[cfg][NAME]);
-      }
+    it(`${cfg}: resolved config equals diffusers' (swaps between all ten: scheduler-swaps.test.ts)`, () => {
+      expectResolved(EulerAncestralDiscreteScheduler.fromConfig(rawConfig(cfg)).config, resolvedConfig(cfg, NAME));
     });
 
     it(`${cfg}: set_timesteps(N) for N in {1,4,10,20,25,50}: float32 timesteps, sigmas, init_noise_sigma, order`, () => {
-      const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
-      const ref = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers[NAME].steps;
       const s = EulerAncestralDiscreteScheduler.fromConfig(rawConfig(cfg));
       expect(s.sigmas.length).toBe(1001);
       expect(s.timesteps.length).toBe(1000);
-      for (const n of [1, 4, 10, 20, 25, 50]) {
-        s.setTimesteps(n);
-        expect(s.timesteps).toEqual(ref[n].timesteps);
-        expect(firstDiff(s.timesteps, tens[`${NAME}/steps${n}/timesteps`].dataSync())).toBeNull();
-        expect(firstDiff(s.sigmas, tens[`${NAME}/steps${n}/sigmas`].dataSync())).toBeNull();
-        expect(s.initNoiseSigma).toBe(ref[n].init_noise_sigma);
-        expect(s.order).toBe(ref[n].order);
-      }
-      tf.dispose(Object.values(tens));
+      expectSchedules(cfg, NAME, s);
     });
   }
 
@@ -119,16 +90,7 @@ describe("EulerAncestralDiscreteScheduler: step", () => {
   it("a 1000-step stochastic loop leaves tf.memory().numTensors where it started", () => {
     const s = EulerAncestralDiscreteScheduler.fromConfig(rawConfig("sd15"));
     s.setTimesteps(1000);
-    const gen = new Generator().manualSeed(1);
-    const before = tf.memory().numTensors;
-    let x = tf.tidy(() => tf.mul(gen.randn([1, 2, 2, 4]), s.initNoiseSigma));
-    for (const t of s.timesteps) {
-      const xIn = s.scaleModelInput(x, t);
-      const mo = tf.mul(xIn, 0.1);
-      const out = s.step(mo, t, x, { generator: gen });
-      tf.dispose([xIn, mo, x, out.predOriginalSample]);
-      x = out.prevSample;
-    }
+    const { x, before } = runLongLoop(s);
     expect(s.stepIndex).toBe(1000);
     x.dispose();
     expect(tf.memory().numTensors).toBe(before);

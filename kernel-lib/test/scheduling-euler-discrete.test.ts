@@ -1,8 +1,6 @@
 import { describe, it, expect } from "vitest";
 import * as tf from "@tensorflow/tfjs";
 import { DDIMScheduler } from "../src/schedulers/scheduling-ddim.js";
-import { DDPMScheduler } from "../src/schedulers/scheduling-ddpm.js";
-import { PNDMScheduler } from "../src/schedulers/scheduling-pndm.js";
 import {
   EulerDiscreteScheduler,
   interpOnIndex,
@@ -11,40 +9,25 @@ import {
   sigmaToT,
   sigmasFromAlphasCumprod,
 } from "../src/schedulers/scheduling-euler-discrete.js";
-import { EulerAncestralDiscreteScheduler } from "../src/schedulers/scheduling-euler-ancestral-discrete.js";
 import { LMSDiscreteScheduler } from "../src/schedulers/scheduling-lms-discrete.js";
 import { HeunDiscreteScheduler } from "../src/schedulers/scheduling-heun-discrete.js";
 import { KarrasDiffusionSchedulers, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
 import { Generator } from "../src/random/generator.js";
 import { TOL, expectClose, loadFixture, nchwToNhwc } from "./helpers.js";
-import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule } from "./scheduler-fixtures.js";
+import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule, expectResolved, resolvedConfig, runLongLoop, expectSchedules } from "./scheduler-fixtures.js";
 
 const NAME = "EulerDiscreteScheduler";
-const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
-/** Every class a config can come from (`fromConfig` only). */
-const SOURCES: { fromConfig(config: Record<string, unknown>): { config: Record<string, unknown> } }[] = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
-
-function expectResolved(config: Record<string, unknown>, ref: Record<string, unknown>): void {
-  const { _use_default_values: ours, ...oursRest } = config;
-  const { _use_default_values: theirs, ...theirsRest } = ref;
-  expect(oursRest).toEqual(theirsRest);
-  expect([...((ours as string[]) ?? [])].sort()).toEqual([...(theirs as string[])].sort());
-}
 
 describe("EulerDiscreteScheduler: config and schedules", () => {
   for (const cfg of CFG_NAMES) {
-    it(`${cfg}: resolved config equals diffusers'; swaps through every other class keep _use_default_values`, () => {
+    it(`${cfg}: resolved config equals diffusers' (swaps between all ten: scheduler-swaps.test.ts)`, () => {
       const direct = EulerDiscreteScheduler.fromConfig(rawConfig(cfg));
-      expectResolved(direct.config, resolved[cfg][NAME]);
-      for (const Src of SOURCES) {
-        const via = EulerDiscreteScheduler.fromConfig(Src.fromConfig(rawConfig(cfg)).config);
-        expectResolved(via.config, resolved[cfg][NAME]);
-      }
+      expectResolved(direct.config, resolvedConfig(cfg, NAME));
       // a chain of swaps changes nothing either
       const chain = EulerDiscreteScheduler.fromConfig(
         HeunDiscreteScheduler.fromConfig(DDIMScheduler.fromConfig(LMSDiscreteScheduler.fromConfig(rawConfig(cfg)).config).config).config,
       );
-      expectResolved(chain.config, resolved[cfg][NAME]);
+      expectResolved(chain.config, resolvedConfig(cfg, NAME));
     });
 
     it(`${cfg}: explicit keys travel through swaps, defaulted ones do not; a saved config makes every key explicit`, () => {
@@ -71,21 +54,14 @@ describe("EulerDiscreteScheduler: config and schedules", () => {
     });
 
     it(`${cfg}: set_timesteps(N) for N in {1,4,10,20,25,50}: float32 timesteps, sigmas, init_noise_sigma, order`, () => {
-      const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
-      const ref = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers[NAME].steps;
       const s = EulerDiscreteScheduler.fromConfig(rawConfig(cfg));
-      for (const n of [1, 4, 10, 20, 25, 50]) {
-        s.setTimesteps(n);
-        expect(ref[n].timesteps_dtype).toBe("float32");
-        expect(s.timesteps).toEqual(ref[n].timesteps);
-        expect(firstDiff(s.timesteps, tens[`${NAME}/steps${n}/timesteps`].dataSync())).toBeNull();
-        expect(firstDiff(s.sigmas, tens[`${NAME}/steps${n}/sigmas`].dataSync())).toBeNull();
-        expect(s.sigmas[s.sigmas.length - 1]).toBe(0);
-        expect(s.initNoiseSigma).toBe(ref[n].init_noise_sigma);
-        expect(s.order).toBe(ref[n].order);
-        expect(s.numInferenceSteps).toBe(n);
-      }
-      tf.dispose(Object.values(tens));
+      expectSchedules(cfg, NAME, s, {
+        extra: (n, ref) => {
+          expect(ref.timesteps_dtype).toBe("float32");
+          expect(s.sigmas[s.sigmas.length - 1]).toBe(0);
+          expect(s.numInferenceSteps).toBe(n);
+        },
+      });
     });
   }
 
@@ -290,16 +266,7 @@ describe("EulerDiscreteScheduler: step options", () => {
   it("a 1000-step loop leaves tf.memory().numTensors where it started", () => {
     const s = EulerDiscreteScheduler.fromConfig(rawConfig("sd15"));
     s.setTimesteps(1000);
-    const gen = new Generator().manualSeed(1);
-    const before = tf.memory().numTensors;
-    let x = tf.tidy(() => tf.mul(gen.randn([1, 2, 2, 4]), s.initNoiseSigma));
-    for (const t of s.timesteps) {
-      const xIn = s.scaleModelInput(x, t);
-      const mo = tf.mul(xIn, 0.1);
-      const out = s.step(mo, t, x, { generator: gen });
-      tf.dispose([xIn, mo, x, out.predOriginalSample]);
-      x = out.prevSample;
-    }
+    const { x, before } = runLongLoop(s);
     expect(s.stepIndex).toBe(1000);
     x.dispose();
     expect(tf.memory().numTensors).toBe(before);

@@ -4,9 +4,8 @@ import { LCMScheduler, type LCMSchedulerOutput } from "../src/schedulers/schedul
 import { getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
 import { Generator } from "../src/random/generator.js";
 import { TOL, compare, expectClose, loadFixture, nchwToNhwc, nhwcToNchw } from "./helpers.js";
-import { CFG_NAMES, type CfgName, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule } from "./scheduler-fixtures.js";
+import { CFG_NAMES, type CfgName, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule, runLongLoop, expectResolved, resolvedConfig, expectSchedules } from "./scheduler-fixtures.js";
 
-const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
 const VARIANT = "LCMScheduler";
 const NS = [1, 4, 10, 20, 25, 50];
 
@@ -37,11 +36,7 @@ function checkingDenoised(cfg: CfgName, s: LCMScheduler, tensors: Record<string,
 describe("LCMScheduler: config and schedules", () => {
   for (const cfg of CFG_NAMES) {
     it(`${cfg}: resolved config equals diffusers'`, () => {
-      const s = LCMScheduler.fromConfig(rawConfig(cfg));
-      const { _use_default_values: ours, ...oursRest } = s.config;
-      const { _use_default_values: theirs, ...theirsRest } = resolved[cfg][VARIANT];
-      expect(oursRest).toEqual(theirsRest);
-      expect([...(ours ?? [])].sort()).toEqual([...theirs].sort());
+      expectResolved(LCMScheduler.fromConfig(rawConfig(cfg)).config, resolvedConfig(cfg, VARIANT));
     });
 
     it(`${cfg}: betas / alphas_cumprod bit for bit; final_alpha_cumprod per set_alpha_to_one`, () => {
@@ -53,21 +48,8 @@ describe("LCMScheduler: config and schedules", () => {
     });
 
     it(`${cfg}: set_timesteps(N) for N in {${NS}}, init_noise_sigma, order`, () => {
-      const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
-      try {
-        const ref = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers[VARIANT].steps;
-        const s = LCMScheduler.fromConfig(rawConfig(cfg));
-        for (const n of NS) {
-          s.setTimesteps(n);
-          expect(s.timesteps, `N=${n}`).toEqual(ref[n].timesteps);
-          expect(s.timesteps).toEqual(Array.from(tens[`${VARIANT}/steps${n}/timesteps`].dataSync()));
-          expect(s.numInferenceSteps).toBe(n);
-          expect(s.initNoiseSigma).toBe(ref[n].init_noise_sigma);
-          expect(s.order).toBe(ref[n].order);
-        }
-      } finally {
-        tf.dispose(Object.values(tens));
-      }
+      const s = LCMScheduler.fromConfig(rawConfig(cfg));
+      expectSchedules(cfg, VARIANT, s, { extra: (n) => expect(s.numInferenceSteps).toBe(n) });
     });
   }
 });
@@ -250,16 +232,7 @@ describe("LCMScheduler: step", () => {
     m.setTimesteps(1000);
     expect(m.timesteps[0]).toBe(999);
     expect(m.timesteps[999]).toBe(0);
-    const gen = new Generator().manualSeed(0);
-    const before = tf.memory().numTensors;
-    let x = gen.randn([1, 2, 2, 3]);
-    for (const t of m.timesteps) {
-      const mo = tf.mul(x, 0.1);
-      const out = m.step(mo, t, x, { generator: gen });
-      tf.dispose([mo, x, out.denoised]);
-      x = out.prevSample;
-    }
-    expect(Number.isFinite(x.dataSync()[0])).toBe(true);
+    const { x, before } = runLongLoop(m, { shape: [1, 2, 2, 3] });
     x.dispose();
     expect(tf.memory().numTensors).toBe(before);
   });

@@ -3,35 +3,16 @@ import * as tf from "@tensorflow/tfjs";
 import { DDIMScheduler } from "../src/schedulers/scheduling-ddim.js";
 import { DDPMScheduler } from "../src/schedulers/scheduling-ddpm.js";
 import { PNDMScheduler } from "../src/schedulers/scheduling-pndm.js";
-import { EulerDiscreteScheduler } from "../src/schedulers/scheduling-euler-discrete.js";
-import { EulerAncestralDiscreteScheduler } from "../src/schedulers/scheduling-euler-ancestral-discrete.js";
-import { LMSDiscreteScheduler } from "../src/schedulers/scheduling-lms-discrete.js";
-import { HeunDiscreteScheduler } from "../src/schedulers/scheduling-heun-discrete.js";
 import { KarrasDiffusionSchedulers, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
-import { Generator } from "../src/random/generator.js";
 import { expectClose } from "./helpers.js";
-import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule } from "./scheduler-fixtures.js";
-import { loadFixture } from "./helpers.js";
+import { CFG_NAMES, firstDiff, rawConfig, runTrajectory, trainSchedule, expectResolved, resolvedConfig, runLongLoop, expectSchedules } from "./scheduler-fixtures.js";
 
 const NAME = "PNDMScheduler";
-const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
-/** Every class a config can come from (`fromConfig` only). */
-const SOURCES: { fromConfig(config: Record<string, unknown>): { config: Record<string, unknown> } }[] = [DDPMScheduler, DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler, HeunDiscreteScheduler];
-
-function expectResolved(config: Record<string, unknown>, ref: Record<string, unknown>): void {
-  const { _use_default_values: ours, ...oursRest } = config;
-  const { _use_default_values: theirs, ...theirsRest } = ref;
-  expect(oursRest).toEqual(theirsRest);
-  expect([...((ours as string[]) ?? [])].sort()).toEqual([...(theirs as string[])].sort());
-}
 
 describe("PNDMScheduler: config and schedules", () => {
   for (const cfg of CFG_NAMES) {
-    it(`${cfg}: resolved config equals diffusers'; swaps through every other class keep _use_default_values`, () => {
-      expectResolved(PNDMScheduler.fromConfig(rawConfig(cfg)).config, resolved[cfg][NAME]);
-      for (const Src of SOURCES) {
-        expectResolved(PNDMScheduler.fromConfig(Src.fromConfig(rawConfig(cfg)).config).config, resolved[cfg][NAME]);
-      }
+    it(`${cfg}: resolved config equals diffusers' (swaps between all ten: scheduler-swaps.test.ts)`, () => {
+      expectResolved(PNDMScheduler.fromConfig(rawConfig(cfg)).config, resolvedConfig(cfg, NAME));
       const s = PNDMScheduler.fromConfig(rawConfig(cfg));
       const ref = trainSchedule(cfg);
       expect(firstDiff(s.alphasCumprod, ref.alphasCumprod)).toBeNull();
@@ -40,23 +21,14 @@ describe("PNDMScheduler: config and schedules", () => {
     });
 
     it(`${cfg}: set_timesteps(N) for N in {1,4,10,20,25,50} (and diffusers' error case)`, () => {
-      const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
-      const ref = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers[NAME].steps;
       const s = PNDMScheduler.fromConfig(rawConfig(cfg));
-      for (const n of [1, 4, 10, 20, 25, 50]) {
-        if (ref[n].error !== undefined) {
-          // ddpm_cat: skip_prk_steps false and N = 1 -> numpy broadcast error in diffusers
-          expect(ref[n].error).toMatch(/operands could not be broadcast together with shapes \(2,\) \(8,\)/);
+      expectSchedules(cfg, NAME, s, {
+        // ddpm_cat: skip_prk_steps false and N = 1 -> numpy broadcast error in diffusers
+        onError: (n, ref) => {
+          expect(ref.error).toMatch(/operands could not be broadcast together with shapes \(2,\) \(8,\)/);
           expect(() => s.setTimesteps(n)).toThrow(/Runge-Kutta warm-up .* needs at least 4 inference steps, got 1.*shapes \(2,\) \(8,\)/);
-          continue;
-        }
-        s.setTimesteps(n);
-        expect(s.timesteps).toEqual(ref[n].timesteps);
-        expect(firstDiff(s.timesteps, tens[`${NAME}/steps${n}/timesteps`].dataSync())).toBeNull();
-        expect(s.initNoiseSigma).toBe(ref[n].init_noise_sigma);
-        expect(s.order).toBe(ref[n].order);
-      }
-      tf.dispose(Object.values(tens));
+        },
+      });
     });
   }
 
@@ -163,19 +135,12 @@ describe("PNDMScheduler: step", () => {
       const s = PNDMScheduler.fromConfig(rawConfig(cfg), cfg === "sd15" ? { steps_offset: 0 } : {});
       s.setTimesteps(1000);
       expect(s.timesteps.length).toBe(cfg === "sd15" ? 1001 : 1009);
-      const gen = new Generator().manualSeed(1);
-      const before = tf.memory().numTensors;
-      let x = gen.randn([1, 2, 2, 4]);
-      for (const t of s.timesteps) {
-        const xIn = s.scaleModelInput(x, t);
-        const mo = tf.mul(xIn, 0.1);
-        const out = s.step(mo, t, x);
-        tf.dispose([xIn, mo, x]);
-        x = out.prevSample;
-        expect(s.ets.length).toBeLessThanOrEqual(4);
-        expect(tf.memory().numTensors).toBeLessThanOrEqual(before + 1 + 4 + 2);
-      }
-      expect(Number.isFinite(x.dataSync()[0])).toBe(true);
+      const { x, before } = runLongLoop(s, {
+        afterStep: (_, before0) => {
+          expect(s.ets.length).toBeLessThanOrEqual(4);
+          expect(tf.memory().numTensors).toBeLessThanOrEqual(before0 + 1 + 4 + 2);
+        },
+      });
       x.dispose();
       s.setTimesteps(10); // frees the state
       expect(tf.memory().numTensors).toBe(before);

@@ -4,22 +4,16 @@ import { UniPCMultistepScheduler, solveF32 } from "../src/schedulers/scheduling-
 import { DPMSolverMultistepScheduler, sigmaToAlphaSigmaT } from "../src/schedulers/scheduling-dpmsolver-multistep.js";
 import { KarrasDiffusionSchedulers, getSchedulerClass } from "../src/schedulers/scheduling-utils.js";
 import { DDIMScheduler } from "../src/schedulers/scheduling-ddim.js";
-import { Generator } from "../src/random/generator.js";
-import { expectClose, loadFixture } from "./helpers.js";
-import { CFG_NAMES, fixtureJson, firstDiff, rawConfig, runTrajectory, trainSchedule } from "./scheduler-fixtures.js";
+import { expectClose } from "./helpers.js";
+import { CFG_NAMES, firstDiff, rawConfig, runTrajectory, trainSchedule, runLongLoop, expectResolved, resolvedConfig, expectSchedules, type Arr, REF_SHAPE as SHAPE, lin, fakeModel64, randArr, runOurs, relClose } from "./scheduler-fixtures.js";
 
-const resolved = fixtureJson("schedulers", "configs_resolved.json").resolved;
 const VARIANT = "UniPCMultistepScheduler";
 const NS = [1, 4, 10, 20, 25, 50];
 
 describe("UniPCMultistepScheduler: config and schedules", () => {
   for (const cfg of CFG_NAMES) {
     it(`${cfg}: resolved config equals diffusers'`, () => {
-      const s = UniPCMultistepScheduler.fromConfig(rawConfig(cfg));
-      const { _use_default_values: ours, ...oursRest } = s.config;
-      const { _use_default_values: theirs, ...theirsRest } = resolved[cfg][VARIANT];
-      expect(oursRest).toEqual(theirsRest);
-      expect([...(ours ?? [])].sort()).toEqual([...theirs].sort());
+      expectResolved(UniPCMultistepScheduler.fromConfig(rawConfig(cfg)).config, resolvedConfig(cfg, VARIANT));
     });
 
     it(`${cfg}: betas / alphas_cumprod bit for bit`, () => {
@@ -30,24 +24,14 @@ describe("UniPCMultistepScheduler: config and schedules", () => {
     });
 
     it(`${cfg}: timesteps, sigmas (ending at sigma(t=0), not 0), init_noise_sigma, order for N in {${NS}}`, () => {
-      const tens = loadFixture("schedulers", `schedules_${cfg}.safetensors`);
-      try {
-        const ref = fixtureJson("schedulers", `schedules_${cfg}.json`).schedulers[VARIANT].steps;
-        const s = UniPCMultistepScheduler.fromConfig(rawConfig(cfg));
-        for (const n of NS) {
-          s.setTimesteps(n);
-          expect(s.timesteps, `N=${n}`).toEqual(ref[n].timesteps);
-          expect(s.timesteps).toEqual(Array.from(tens[`${VARIANT}/steps${n}/timesteps`].dataSync()));
-          expect(s.numInferenceSteps).toBe(ref[n].len_timesteps);
-          expect(s.initNoiseSigma).toBe(ref[n].init_noise_sigma);
-          expect(s.order).toBe(ref[n].order);
-          expect(firstDiff(s.sigmas, tens[`${VARIANT}/steps${n}/sigmas`].dataSync()), `N=${n} sigmas`).toBeNull();
+      const s = UniPCMultistepScheduler.fromConfig(rawConfig(cfg));
+      expectSchedules(cfg, VARIANT, s, {
+        extra: (n, ref) => {
+          expect(s.numInferenceSteps).toBe(ref.len_timesteps);
           expect(s.sigmas[n]).toBe(Math.fround(Math.sqrt(Math.fround((1 - s.alphasCumprod[0]) / s.alphasCumprod[0]))));
           expect(s.sigmas[n]).toBeGreaterThan(0);
-        }
-      } finally {
-        tf.dispose(Object.values(tens));
-      }
+        },
+      });
     });
   }
 });
@@ -70,17 +54,6 @@ describe("UniPCMultistepScheduler: 10-step trajectories vs diffusers", () => {
 // Options without fixtures: UniP / UniC (Zhao et al. 2023, B(h) forms) re-derived in
 // float64 on plain arrays, with a float64 Gaussian elimination for the rho systems.
 
-type Arr = Float64Array;
-const SHAPE = [1, 4, 4, 3];
-const N_EL = SHAPE.reduce((a, b) => a * b);
-const lin = (terms: [number, Arr][]): Arr => {
-  const out = new Float64Array(N_EL);
-  for (const [c, v] of terms) for (let i = 0; i < N_EL; i++) out[i] += c * v[i];
-  return out;
-};
-const fakeModel64 = (x: Arr, t: number): Arr => x.map((v) => 0.1 * v + 0.05 * Math.cos(t / 100));
-const fakeModelTf = (x: tf.Tensor, t: number) => tf.tidy(() => tf.add(tf.mul(x, 0.1), 0.05 * Math.cos(t / 100)));
-const randArr = (seed: number): Arr => Float64Array.from(new Generator().manualSeed(seed).randnArray([N_EL]));
 
 function solve64(A: number[][], b: number[]): number[] {
   const n = b.length;
@@ -184,26 +157,6 @@ function unipcReference(o: UniPCRefOptions, sigmas: ArrayLike<number>, timesteps
     lowerNums = Math.min(lowerNums + 1, o.order);
   }
   return x;
-}
-
-function runOurs(s: UniPCMultistepScheduler, n: number, start: Arr): Float32Array {
-  s.setTimesteps(n);
-  let x: tf.Tensor = tf.tensor(Float32Array.from(start), SHAPE);
-  for (const t of s.timesteps) {
-    const mo = fakeModelTf(x, t);
-    const out = s.step(mo, t, x);
-    tf.dispose([mo, x]);
-    x = out.prevSample;
-  }
-  const r = x.dataSync() as Float32Array;
-  x.dispose();
-  return r;
-}
-
-function relClose(ours: ArrayLike<number>, ref: ArrayLike<number>, tol: number, label: string): void {
-  let scale = 0;
-  for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i]));
-  expectClose(ours, ref, tol * Math.max(scale, 1), 0, label);
 }
 
 describe("UniPCMultistepScheduler: orders / B(h) / predict_x0 / corrector options vs a float64 re-derivation", () => {
@@ -346,16 +299,10 @@ describe("UniPCMultistepScheduler: memory", () => {
     // (linspace over 1000 of 1000 train steps repeats timesteps, h = 0: use trailing)
     const s = UniPCMultistepScheduler.fromConfig(rawConfig("ddpm_cat"), { solver_order: 3, timestep_spacing: "trailing" });
     s.setTimesteps(1000);
-    const before = tf.memory().numTensors;
-    let x: tf.Tensor = tf.randomNormal([1, 2, 2, 3], 0, 1, "float32", 0);
-    for (const t of s.timesteps) {
-      const mo = tf.mul(x, 0.1);
-      const out = s.step(mo, t, x);
-      tf.dispose([mo, x]);
-      x = out.prevSample;
-      expect(tf.memory().numTensors).toBeLessThanOrEqual(before + 2 + 3);
-    }
-    expect(Number.isFinite(x.dataSync()[0])).toBe(true);
+    const { x, before } = runLongLoop(s, {
+      shape: [1, 2, 2, 3],
+      afterStep: (_, before0) => expect(tf.memory().numTensors).toBeLessThanOrEqual(before0 + 2 + 3),
+    });
     x.dispose();
     expect(tf.memory().numTensors).toBe(before);
     s.setTimesteps(10);

@@ -59,8 +59,14 @@ export function chartSvg(traces: Trace[], layout: Layout = {}): string {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="DejaVu Sans, sans-serif" font-size="11">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
   ];
-  const tickList = (lo: number, hi: number, log: boolean) =>
-    log ? niceTicks(Math.floor(lo), Math.ceil(hi), Math.max(1, Math.min(6, Math.ceil(hi) - Math.floor(lo)))).filter((v) => v >= lo && v <= hi) : niceTicks(lo, hi);
+  // log axes: ticks at powers of ten, plus 2x and 5x when the axis spans fewer than three decades
+  const logTicks = (lo: number, hi: number): number[] => {
+    const out: number[] = [];
+    const mult = hi - lo < 3 ? [1, 2, 5] : [1];
+    for (let d = Math.floor(lo); d <= Math.ceil(hi); d++) for (const m of mult) out.push(d + Math.log10(m));
+    return out.filter((v) => v >= lo - 1e-9 && v <= hi + 1e-9);
+  };
+  const tickList = (lo: number, hi: number, log: boolean) => (log ? logTicks(lo, hi) : niceTicks(lo, hi));
   for (const v of tickList(x0, x1, logX)) {
     parts.push(`<line x1="${px(v)}" x2="${px(v)}" y1="${m.t}" y2="${H - m.b}" stroke="#eee"/>`);
     parts.push(`<text x="${px(v)}" y="${H - m.b + 15}" text-anchor="middle">${fmt(logX ? 10 ** v : v)}</text>`);

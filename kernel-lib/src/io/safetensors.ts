@@ -3,7 +3,8 @@
 // then the raw little-endian data; offsets are relative to the first byte after the header.
 import * as fs from "node:fs";
 import * as tf from "@tensorflow/tfjs";
-import { float16ToFloat32, bfloat16ToFloat32, float32ToFloat16 } from "./float16.js";
+import { widenFloat16, bfloat16ToFloat32Into, float32ToFloat16 } from "./float16.js";
+import { writableFloat32Tensor } from "../runtime/writable-tensor.js";
 
 export type SafetensorsDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 
@@ -107,24 +108,62 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
   }
 }
 
-function decode(dtype: SafetensorsDtype, bytes: Uint8Array): RawTensor["data"] {
-  // Fresh, aligned buffers so typed-array views are legal.
-  const ab = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-  switch (dtype) {
-    case "F32": return new Float32Array(ab);
-    case "F64": return new Float64Array(ab);
-    case "F16": return float16ToFloat32(new Uint16Array(ab));
-    case "BF16": return bfloat16ToFloat32(new Uint16Array(ab));
-    case "I32": return new Int32Array(ab);
-    case "I16": return Int32Array.from(new Int16Array(ab));
-    case "I8": return Int32Array.from(new Int8Array(ab));
-    case "U8": case "BOOL": return new Uint8Array(ab);
+/** Reads dst.length bytes of the file from `pos` into dst, in reads of up to 1 GiB. */
+function readFully(fd: number, dst: Uint8Array, pos: number, file: string, name: string): void {
+  let done = 0;
+  while (done < dst.length) {
+    const n = fs.readSync(fd, dst, done, Math.min(dst.length - done, 1 << 30), pos + done);
+    if (n <= 0) throw new SafetensorsError(file, `unexpected end of file while reading tensor "${name}"`);
+    done += n;
+  }
+}
+
+const FLOAT32_WIDENED = new Set<SafetensorsDtype>(["F32", "F16", "BF16"]);
+
+/**
+ * Fills `out` with an F32/F16/BF16 tensor's values: F32 bytes are read straight into it; F16 is read
+ * in 4 MiB chunks into the widener's scratch and widened into it (float16.ts); BF16 is read into its
+ * upper half and widened in place.
+ */
+function readFloatInto(fd: number, file: string, name: string, info: TensorInfo, dataStart: number, out: Float32Array): void {
+  const n = out.length;
+  const bytes = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  const pos = dataStart + info.dataOffsets[0];
+  if (info.dtype === "F32") {
+    readFully(fd, bytes, pos, file, name);
+  } else if (info.dtype === "F16") {
+    widenFloat16(out, (dst, start, count) => readFully(fd, dst.subarray(0, 2 * count), pos + 2 * start, file, name));
+  } else {
+    readFully(fd, bytes.subarray(2 * n), pos, file, name);
+    bfloat16ToFloat32Into(new Uint16Array(out.buffer, out.byteOffset + 2 * n, n), out);
+  }
+}
+
+/** Any tensor as a typed array: floats widened to float32 in place, integers read into their own array then narrowed to int32. */
+function readArray(fd: number, file: string, name: string, info: TensorInfo, dataStart: number): RawTensor["data"] {
+  const n = info.shape.reduce((a, b) => a * b, 1);
+  if (FLOAT32_WIDENED.has(info.dtype)) {
+    const out = new Float32Array(n);
+    readFloatInto(fd, file, name, info, dataStart, out);
+    return out;
+  }
+  const read = <T extends ArrayBufferView>(arr: T): T => {
+    readFully(fd, new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength), dataStart + info.dataOffsets[0], file, name);
+    return arr;
+  };
+  switch (info.dtype) {
+    case "F64": return read(new Float64Array(n));
+    case "I32": return read(new Int32Array(n));
+    case "I16": return Int32Array.from(read(new Int16Array(n)));
+    case "I8": return Int32Array.from(read(new Int8Array(n)));
+    case "U8": case "BOOL": return read(new Uint8Array(n));
     case "I64": {
-      const src = new BigInt64Array(ab);
-      const out = new Int32Array(src.length);
-      for (let i = 0; i < src.length; i++) out[i] = Number(src[i]);
+      const src = read(new BigInt64Array(n));
+      const out = new Int32Array(n);
+      for (let i = 0; i < n; i++) out[i] = Number(src[i]);
       return out;
     }
+    default: throw new SafetensorsError(file, `tensor "${name}" has unsupported dtype ${info.dtype}`);
   }
 }
 
@@ -138,15 +177,7 @@ export function readSafetensorsArrays(file: string, names?: string[]): { tensors
     for (const name of wanted) {
       const info = header.tensors.get(name);
       if (!info) throw new SafetensorsError(file, `no tensor named "${name}"`);
-      const [b, e] = info.dataOffsets;
-      const buf = new Uint8Array(e - b);
-      let done = 0;
-      while (done < buf.length) {
-        const n = fs.readSync(fd, buf, done, Math.min(buf.length - done, 1 << 30), header.dataStart + b + done);
-        if (n <= 0) throw new SafetensorsError(file, `unexpected end of file while reading tensor "${name}"`);
-        done += n;
-      }
-      out.set(name, { dtype: info.dtype, shape: info.shape, data: decode(info.dtype, buf) });
+      out.set(name, { dtype: info.dtype, shape: info.shape, data: readArray(fd, file, name, info, header.dataStart) });
     }
   } finally {
     fs.closeSync(fd);
@@ -163,11 +194,38 @@ export function rawToTensor(raw: RawTensor): tf.Tensor {
   return tf.tensor(Int32Array.from(d), raw.shape, "int32");
 }
 
-/** Loads every tensor (or the named ones) of a safetensors file as tfjs tensors (safetensors.torch.load_file). */
+/**
+ * Loads every tensor (or the named ones) of a safetensors file as tfjs tensors (safetensors.torch.load_file).
+ * Float tensors are read straight into the tensor's memory (on wasm: the backend's heap) and widened there.
+ */
 export function loadSafetensors(file: string, names?: string[]): Record<string, tf.Tensor> {
-  const { tensors } = readSafetensorsArrays(file, names);
+  const header = readSafetensorsHeader(file);
+  const wanted = names ?? [...header.tensors.keys()];
   const out: Record<string, tf.Tensor> = {};
-  for (const [k, raw] of tensors) out[k] = rawToTensor(raw);
+  const fd = fs.openSync(file, "r");
+  try {
+    for (const name of wanted) {
+      const info = header.tensors.get(name);
+      if (!info) throw new SafetensorsError(file, `no tensor named "${name}"`);
+      if (!FLOAT32_WIDENED.has(info.dtype)) {
+        out[name] = rawToTensor({ dtype: info.dtype, shape: info.shape, data: readArray(fd, file, name, info, header.dataStart) });
+        continue;
+      }
+      const t = writableFloat32Tensor(info.shape);
+      try {
+        readFloatInto(fd, file, name, info, header.dataStart, t.values);
+      } catch (e) {
+        t.abort();
+        throw e;
+      }
+      out[name] = t.finish();
+    }
+  } catch (e) {
+    tf.dispose(Object.values(out));
+    throw e;
+  } finally {
+    fs.closeSync(fd);
+  }
   return out;
 }
 

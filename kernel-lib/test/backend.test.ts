@@ -116,13 +116,17 @@ function runChild(threads: number, out: string): Promise<{ code: number | null; 
 describe("wasm threads", () => {
   beforeAll(async () => {
     dropTensorflow();
-    await initBackend({ prefer: "wasm", force: true }); // the tests above leave cpu or a fake backend active
+    // the tests above leave cpu or a fake backend active; the comparisons below need one thread here
+    await initBackend({ prefer: "wasm", force: true, wasmThreads: 1 });
   });
 
   it("parses thread counts and rejects bad ones", () => {
-    expect(resolveWasmThreads(undefined, "x")).toBe(1);
-    expect(resolveWasmThreads("2", "TFJS_WASM_THREADS")).toBe(2);
-    expect(resolveWasmThreads("auto", "x")).toBe(Math.max(1, os.cpus().length));
+    expect(resolveWasmThreads(undefined, "x").threads).toBe(1);
+    expect(resolveWasmThreads("2", "TFJS_WASM_THREADS")).toEqual({ threads: 2, choice: "TFJS_WASM_THREADS=2" });
+    const cores = os.cpus().length;
+    expect(resolveWasmThreads("auto", "x", 0).threads).toBe(cores); // idle machine: one per core
+    expect(resolveWasmThreads("auto", "x", cores + 5).threads).toBe(1); // busy machine: one
+    expect(resolveWasmThreads("auto", "default", 0.3).choice).toMatch(/default=auto: \d+ cores, 1-minute load average 0\.30 -> \d+ free/);
     expect(() => resolveWasmThreads("two", "TFJS_WASM_THREADS")).toThrow(/TFJS_WASM_THREADS="two" is not a thread count/);
     expect(() => resolveWasmThreads(0, "wasmThreads")).toThrow(/wasmThreads=0/);
   });

@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { resolveWasmThreads, startWasmBackend, type WasmThreadsStatus } from "./wasm-threads.js";
+import { resolveWasmThreads, startWasmBackend, type WasmThreadsChoice, type WasmThreadsStatus } from "./wasm-threads.js";
 
 export type BackendChoice = "tensorflow" | "wasm" | "cpu";
 
@@ -88,10 +88,10 @@ async function tryTensorflow(load: Loader, attempts: BackendAttempt[], allowGpu:
   return null;
 }
 
-async function tryWasm(load: Loader, attempts: BackendAttempt[], threads: number): Promise<BackendReport | null> {
+async function tryWasm(load: Loader, attempts: BackendAttempt[], threads: WasmThreadsChoice): Promise<BackendReport | null> {
   try {
     const pkg = load("@tensorflow/tfjs-backend-wasm") as Parameters<typeof startWasmBackend>[0];
-    const status = await startWasmBackend(pkg, threads);
+    const status: WasmThreadsStatus = { ...(await startWasmBackend(pkg, threads.threads)), choice: threads.choice };
     await tf.ready();
     const n = status.threads;
     const why = `WebAssembly SIMD kernels (XNNPACK), ${n === 1 ? "one thread" : `${n} threads`}` +
@@ -119,15 +119,15 @@ export interface InitBackendOptions {
   /** how packages are loaded (tests inject failures) */
   load?: Loader;
   /**
-   * wasm pool threads: a count or "auto" (one per core); else env TFJS_WASM_THREADS, else
-   * DEFAULT_WASM_THREADS. Set it before any tensor exists: a running wasm backend restarts only when
-   * no tensor lives. Results are bit-identical for any count.
+   * wasm pool threads: a count or "auto" (one per core other jobs leave free); else env
+   * TFJS_WASM_THREADS, else DEFAULT_WASM_THREADS. Set it before any tensor exists: a running wasm
+   * backend restarts only when no tensor lives. Results are bit-identical for any count.
    */
   wasmThreads?: number | "auto";
 }
 
-/** Thread count when neither wasmThreads nor TFJS_WASM_THREADS says (see README, Backends). */
-export const DEFAULT_WASM_THREADS: number | "auto" = 1;
+/** Thread count when neither wasmThreads nor TFJS_WASM_THREADS says (see README, Backends, and resolveWasmThreads). */
+export const DEFAULT_WASM_THREADS: number | "auto" = "auto";
 
 /**
  * Selects and initialises the backend (once; later calls return the same report unless
@@ -138,7 +138,9 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
   const load = opts.load ?? defaultLoader;
   const threads = opts.wasmThreads !== undefined
     ? resolveWasmThreads(opts.wasmThreads, "wasmThreads")
-    : resolveWasmThreads(process.env.TFJS_WASM_THREADS || DEFAULT_WASM_THREADS, process.env.TFJS_WASM_THREADS ? "TFJS_WASM_THREADS" : "DEFAULT_WASM_THREADS");
+    : process.env.TFJS_WASM_THREADS
+      ? resolveWasmThreads(process.env.TFJS_WASM_THREADS, "TFJS_WASM_THREADS")
+      : resolveWasmThreads(DEFAULT_WASM_THREADS, "default");
   const override = opts.prefer ?? (process.env.TFJS_BACKEND as BackendChoice | undefined);
   const attempts: BackendAttempt[] = [];
   let report: BackendReport | null = null;
@@ -178,6 +180,7 @@ export async function backendReport(): Promise<BackendReport> {
 export function formatBackendReport(r: BackendReport): string {
   const lines = [`tfjs backend: ${r.description}${r.override ? ` (forced by TFJS_BACKEND=${r.override})` : ""}`];
   for (const a of r.attempts) lines.push(`  ${a.ok ? "[x]" : "[ ]"} ${a.candidate}: ${a.why}`);
+  if (r.wasmThreads?.choice) lines.push(`  wasm threads: ${r.wasmThreads.threads} (asked ${r.wasmThreads.requested}; ${r.wasmThreads.choice})`);
   lines.push(`  tfjs ${tf.version_core}, Node ${process.version}, ${process.platform}-${process.arch}`);
   return lines.join("\n");
 }

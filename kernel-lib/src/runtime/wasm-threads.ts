@@ -35,17 +35,32 @@ export interface WasmThreadsStatus {
   requested: number;
   threads: number;
   why: string;
+  /** how the requested count was chosen, e.g. "TFJS_WASM_THREADS=2" or "auto: 2 cores, load average 0.1" */
+  choice?: string;
 }
 
-/** Parses a wasmThreads option or TFJS_WASM_THREADS value: a count >= 1 or "auto" (the number of cores). */
-export function resolveWasmThreads(value: number | "auto" | string | undefined, source: string): number {
-  if (value === undefined || value === "") return 1;
-  if (value === "auto") return Math.max(1, os.cpus().length);
+/** A thread count and how it was chosen. */
+export interface WasmThreadsChoice { threads: number; choice: string }
+
+/**
+ * Parses a wasmThreads option or TFJS_WASM_THREADS value: a count >= 1, or "auto": one thread per core
+ * that other jobs leave free (cores minus the 1-minute load average, rounded, at least 1). Measured
+ * here (bench --only=threads): on an idle machine 2 threads run matMul/conv2d ~1.9x faster; while other
+ * jobs keep the cores busy they gain ~1.1-1.25x on big ops and make small ops and small models 3-5x
+ * slower (the pool waits for a thread the OS has not scheduled).
+ */
+export function resolveWasmThreads(value: number | "auto" | string | undefined, source: string, loadAverage = os.loadavg()[0]): WasmThreadsChoice {
+  if (value === undefined || value === "") return { threads: 1, choice: "default" };
+  if (value === "auto") {
+    const cores = Math.max(1, os.cpus().length);
+    const free = Math.max(1, Math.min(cores, Math.round(cores - loadAverage)));
+    return { threads: free, choice: `${source}=auto: ${cores} cores, 1-minute load average ${loadAverage.toFixed(2)} -> ${free} free` };
+  }
   const n = typeof value === "number" ? value : Number(value);
   if (!Number.isInteger(n) || n < 1) {
     throw new Error(`${source}=${JSON.stringify(value)} is not a thread count: use a whole number >= 1 or "auto"`);
   }
-  return n;
+  return { threads: n, choice: `${source}=${n}` };
 }
 
 function packageFile(rel: string): string {
@@ -130,7 +145,7 @@ export function wasmThreadsInUse(): number {
  * started wasm backend is restarted only when no tensor lives (they would be lost with it).
  * Falls back to one thread with the reason when the threaded build cannot start.
  */
-export async function startWasmBackend(wasm: WasmPackage, threads: number): Promise<WasmThreadsStatus> {
+export async function startWasmBackend(wasm: WasmPackage, threads: number): Promise<Omit<WasmThreadsStatus, "choice">> {
   const version = wasm.version_wasm ?? "unknown";
   const started = tf.engine().registry["wasm"] != null;
   let why = "";

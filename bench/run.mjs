@@ -31,6 +31,7 @@ function sync(t) { t.dataSync(); }
 /** FLOPs of the conv / matmul kernels a function runs (2 per multiply-add). */
 async function countFlops(fn) {
   const prof = await tf.profile(fn);
+  tf.dispose(prof.result);
   let flops = 0;
   for (const k of prof.kernels) {
     const out = k.outputShapes[0] ?? [];
@@ -261,6 +262,72 @@ if (want("training")) {
   unet.dispose();
 }
 
+// --- wasm threads: the same kernels on 1 and 2 pool threads (kernel-lib/src/runtime/wasm-threads.ts)
+// One process restarts the wasm backend as the single-thread build or the threaded build in the order
+// 1,2,2,1,1,2 (slow drift of the machine's load cancels); each visit times matMul 1024^3, a conv2d of
+// SD's size and a small conv2d (medians), the first four also the ddpm-cat-256 UNet forward (weights
+// packed by a 64x64 warm-up). Other jobs on the machine take cores from the 2-thread case: the load
+// average at each visit is kept beside the figures.
+if (want("threads") && report.backend === "wasm") {
+  const order = quick ? [1, 2] : [1, 2, 2, 1, 1, 2];
+  const samples = {};
+  const add = (label, n, secs) => ((samples[label] ??= { 1: [], 2: [] })[n].push(secs));
+  const flopsOf = {};
+  const ops = [
+    ["matMul 1024^3", 2 * 1024 ** 3, () => [tf.randomNormal([1024, 1024], 0, 1, "float32", 1), tf.randomNormal([1024, 1024], 0, 1, "float32", 2)], ([a, b]) => tf.matMul(a, b), 5],
+    ["conv2d 3x3 [1,64,64,320] 320->320", 2 * 64 * 64 * 320 * 9 * 320, () => [tf.randomNormal([1, 64, 64, 320]), tf.randomNormal([3, 3, 320, 320])], ([x, w]) => tf.conv2d(x, w, 1, "same"), 3],
+    ["conv2d 3x3 [1,16,16,64] 64->64 (small)", 2 * 16 * 16 * 64 * 9 * 64, () => [tf.randomNormal([1, 16, 16, 64]), tf.randomNormal([3, 3, 64, 64])], ([x, w]) => tf.conv2d(x, w, 1, "same"), 31],
+  ];
+  const unetLabel = `UNet2DModel ddpm-cat-256 [1,${quick ? 64 : 256},${quick ? 64 : 256},3] forward`;
+  const unetCfg = JSON.parse(fs.readFileSync(fs.existsSync(path.resolve(here, "configs/ddpm-cat-256.json")) ? path.resolve(here, "configs/ddpm-cat-256.json") : path.resolve(here, "../../shared/fixtures/configs/ddpm-cat-256/config.json"), "utf8"));
+  const loads = [];
+  let failure = null;
+  for (const [visit, n] of order.entries()) {
+    const r = await K.initBackend({ prefer: "wasm", force: true, wasmThreads: n });
+    if (r.wasmThreads?.threads !== n) { failure = `${n} thread(s) did not start: ${r.wasmThreads?.why}`; break; }
+    loads.push({ threads: n, loadAvg1m: os.loadavg()[0] });
+    for (const [label, flops, make, run, runs] of ops) {
+      const inputs = make();
+      add(label, n, await timeIt(() => { const o = run(inputs); sync(o); o.dispose(); }, { runs }));
+      flopsOf[label] = flops;
+      tf.dispose(inputs);
+    }
+    if (visit < 4) {
+      const size = quick ? 64 : 256;
+      const unet = K.UNet2DModel.fromConfig(unetCfg, { init: "random", seed: 0 });
+      const warm = tf.randomNormal([1, 64, 64, 3]);
+      tf.dispose(unet.forward(warm, 500).sample);
+      const x = tf.randomNormal([1, size, size, 3]);
+      flopsOf[unetLabel] ??= await countFlops(() => unet.forward(x, 500).sample);
+      add(unetLabel, n, await timeIt(() => { const o = unet.forward(x, 500).sample; sync(o); o.dispose(); }, { warmup: 0, runs: 1 }));
+      tf.dispose([warm, x]);
+      unet.dispose();
+    }
+  }
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  for (const [label, byN] of Object.entries(samples)) {
+    for (const n of [1, 2]) {
+      if (!byN[n].length) continue;
+      const secs = median(byN[n]);
+      const g = flopsOf[label] / 1e9;
+      results.cases[`threads: ${label} @ ${n} thread${n === 1 ? "" : "s"}`] = {
+        seconds: secs, gflops: g, gflopsPerSec: g / secs, threads: n, samples: byN[n],
+        ...(n === 2 && byN[1].length ? { speedupVs1Thread: median(byN[1]) / secs, speedupPerVisit: byN[2].map((s2, i) => (byN[1][i] ?? NaN) / s2) } : {}),
+        note: `median of ${byN[n].length} visits (order ${order.join(",")}); 1 thread = the single-thread SIMD build, 2 = the threaded build; load average per visit in "threads: machine load"`,
+      };
+    }
+  }
+  results.cases["threads: machine load"] = { visits: loads, cpus: os.cpus().length, error: failure ?? undefined, note: "1-minute load average at each visit: above the core count, other jobs share the cores" };
+  const back = await K.initBackend({ prefer: "wasm", force: true }); // the default thread count again
+  console.log(`threads section done; back to ${back.description}`);
+}
+
+// --- memory: tfjs peak and seconds of each memory knob on SD 1.5 shapes, one child process per case (bench/memory-cases.mjs)
+if (want("memory")) {
+  const { memorySection } = await import("./memory-cases.mjs");
+  await memorySection(results, { quick });
+}
+
 // --- results file and table
 fs.mkdirSync(path.join(here, "results"), { recursive: true });
 // a partial run (--only=...) updates its own cases in the existing results and keeps the others
@@ -269,7 +336,7 @@ if (only && previous) {
   results.partialRuns = [...(previous.partialRuns ?? []), { date: results.date, only }];
 }
 fs.writeFileSync(out, JSON.stringify(results, null, 2) + "\n");
-const rows = Object.entries(results.cases).map(([k, v]) => [k, (v.seconds < 0.01 ? v.seconds?.toExponential(2) : v.seconds?.toFixed(3)) ?? "", v.gflopsPerSec?.toFixed(1) ?? (v.mbPerSec ? `${v.mbPerSec.toFixed(0)} MB/s` : ""), v.ratioToConv2d ? `${(100 * v.ratioToConv2d).toFixed(0)}% of conv2d` : "", v.error ? `did not run: ${v.error.slice(0, 60)}` : v.slowerThanPytorch ? `${v.slowerThanPytorch.toFixed(1)}x PyTorch time*` : v.ratioToUnetStep ? `${(100 * v.ratioToUnetStep).toFixed(3)}% of a UNet step**` : ""]);
+const rows = Object.entries(results.cases).map(([k, v]) => [k, (v.seconds < 0.01 ? v.seconds?.toExponential(2) : v.seconds?.toFixed(3)) ?? "", v.gflopsPerSec?.toFixed(1) ?? (v.mbPerSec ? `${v.mbPerSec.toFixed(0)} MB/s` : ""), v.ratioToConv2d ? `${(100 * v.ratioToConv2d).toFixed(0)}% of conv2d` : v.speedupVs1Thread ? `${v.speedupVs1Thread.toFixed(2)}x 1 thread` : "", v.error ? `did not run: ${v.error.slice(0, 60)}` : v.slowerThanPytorch ? `${v.slowerThanPytorch.toFixed(1)}x PyTorch time*` : v.ratioToUnetStep ? `${(100 * v.ratioToUnetStep).toFixed(3)}% of a UNet step**` : ""]);
 const w = [0, 1, 2, 3, 4].map((i) => Math.max(...rows.map((r) => r[i].length), ["case", "seconds", "GFLOP/s", "vs backend", "vs PyTorch"][i].length));
 const line = (r) => r.map((c, i) => c.padEnd(w[i])).join("  ");
 console.log("\n" + line(["case", "seconds", "GFLOP/s", "vs backend", "vs PyTorch"]));

@@ -5,7 +5,9 @@
 //                      <attn>.processor.to_q_lora.down.weight (to_q/to_k/to_v/to_out; no prefix = UNet)
 //   kohya / A1111:     lora_unet_<module with . -> _>.lora_down.weight / .lora_up.weight / .alpha,
 //                      lora_te_... (text encoder)
-// Diffusers-format files store no alpha: alpha = r (scale 1). Kohya's underscored names are matched
+// Diffusers-format files store no alpha: alpha = r (scale 1). Every module keeps its own rank and alpha (diffusers
+// 0.27 + PEFT 0.10 cannot: their rank_pattern / alpha_pattern regexes never match a full module path, so a file
+// with mixed ranks fails to load there and mixed alphas all become the most common one). Kohya's underscored names are matched
 // against the model's own Linear / Conv2d paths written with "_", never guessed from strings.
 // Every key is placed or reported with the reason: a file with a key that cannot be placed is not loaded.
 import * as fs from "node:fs";

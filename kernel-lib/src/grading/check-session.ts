@@ -130,6 +130,11 @@ export class GradeContext {
     return this.todo[name] ?? "";
   }
 
+  /** The TODO cell's code without its comments (for checks on what the code calls). */
+  todoCode(name: string): string {
+    return this.todoSource(name).replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/[^\n]*/g, "");
+  }
+
   compare(what: string, got: unknown, expected: tf.Tensor, opts?: CompareOptions): CheckResult {
     return compareTensors(what, got, expected, opts);
   }

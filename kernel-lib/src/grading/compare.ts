@@ -16,6 +16,8 @@ export interface CompareOptions {
   rtol?: number;
   /** The call's inputs by name: a result equal to one of them is reported as "returned unchanged". */
   inputs?: Record<string, tf.Tensor | number[] | number>;
+  /** Wrong answers a student may give, by description (e.g. "the base layer without LoRA"): named when matched. */
+  lookalikes?: Record<string, tf.Tensor | number[] | number>;
   /** One sentence appended to a failure: what to look at. */
   hint?: string;
 }
@@ -99,15 +101,18 @@ export function compareData(what: string, got: ArrayLike<number>, gotShape: numb
   }
   if (bad === 0) return { passed: true, feedback: `${what} matches (${n} value${n === 1 ? "" : "s"}, max |error| ${fmt(maxErr)}).` };
   let msg = `${what}: ${bad} of ${n} values are off. Max |error| ${fmt(maxErr)}; the worst is at ${indexOf(worst, shape)}: expected ${fmt(expected[worst])}, got ${fmt(got[worst])} (tolerance ${fmt(atol)} + ${fmt(rtol)}·|expected|).`;
-  msg += diagnose(got, expected, atol, rtol, opts.inputs);
+  msg += diagnose(got, expected, atol, rtol, opts.inputs, opts.lookalikes);
   return { passed: false, feedback: withHint(msg, opts.hint) };
 }
 
 /** The usual mistakes, recognised from the numbers. */
-function diagnose(got: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number, inputs?: CompareOptions["inputs"]): string {
+function diagnose(got: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number, inputs?: CompareOptions["inputs"],
+  lookalikes?: CompareOptions["lookalikes"]): string {
   for (const [name, v] of Object.entries(inputs ?? {})) {
-    const d = asData(v);
-    if (allClose(got, d.data, atol, rtol)) return ` It equals the input \`${name}\` unchanged.`;
+    if (allClose(got, asData(v).data, atol, rtol)) return ` It equals the input \`${name}\` unchanged.`;
+  }
+  for (const [name, v] of Object.entries(lookalikes ?? {})) {
+    if (allClose(got, asData(v).data, atol, rtol)) return ` It equals ${name}.`;
   }
   let lo = Infinity, hi = -Infinity, elo = Infinity, ehi = -Infinity;
   for (let i = 0; i < got.length; i++) {

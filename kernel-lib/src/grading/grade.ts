@@ -30,6 +30,8 @@ export interface GradeResult {
   checks: CheckOutcome[];
   cellErrors: CellError[];
   warnings: string[];
+  /** The three slowest cells (index, seconds): where a notebook near its time limit spends it. */
+  slowestCells: { cell: number; seconds: number }[];
 }
 
 export interface GradeOptions {
@@ -110,7 +112,7 @@ export class ChecksCache {
 }
 
 function emptyResult(file: string, student: string, seed: number, t0: number): GradeResult {
-  return { notebook: file, student, exercise: "", total: 0, max: 0, status: "error", seconds: 0, seed, gradedAt: new Date(t0).toISOString(), checks: [], cellErrors: [], warnings: [] };
+  return { notebook: file, student, exercise: "", total: 0, max: 0, status: "error", seconds: 0, seed, gradedAt: new Date(t0).toISOString(), checks: [], cellErrors: [], warnings: [], slowestCells: [] };
 }
 
 /** Grades one notebook. Never throws for a bad submission: the result says what went wrong (status "error"). */
@@ -155,6 +157,11 @@ export async function gradeNotebook(file: string, opts: GradeOptions, cache?: Ch
     const statuses = new Set(summary.cells.map((c) => c.status));
     result.status = statuses.has("dead") ? "crashed" : statuses.has("timeout") || statuses.has("not-run") ? "timeout" : "ok";
     result.warnings = suspiciousCode(nb);
+    result.slowestCells = summary.cells
+      .filter((c) => c.seconds !== null)
+      .map((c) => ({ cell: c.index, seconds: c.seconds as number }))
+      .sort((a, b) => b.seconds - a.seconds)
+      .slice(0, 3);
   } catch (e) {
     result.status = "error";
     result.error = (e as Error).message;

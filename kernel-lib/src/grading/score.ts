@@ -89,6 +89,7 @@ export function scoreChecks(executed: Notebook, built: GradedNotebook, checks: E
     const err = cell ? cleanStderr(streamText(cell, "stderr")) : "";
     let feedback: string;
     if (st !== "ok" && st !== "error") feedback = `The check ${STATUS_WORDS[st] ?? st}.`;
+    else if (err && /\$grade|\$setup/.test(err)) feedback = `The grader's preamble failed, so the check could not run (not your fault: tell your teacher):\n${preambleErr || err}`;
     else if (err) {
       const missing = /Cannot find name '([^']+)'/.exec(err);
       feedback = missing

@@ -1,0 +1,56 @@
+// Hidden checks of exercises/05-guidance-sweep.ipynb: guidanceGrid and guidanceEffect against the grader's own
+// pipeline runs (random scales, seed, prompt and steps) on the offline random-weight model. References are
+// computed before the student's code runs.
+//@@ exercise 05-guidance-sweep
+//@@ data datasets/sd-tiny-random
+//@@ timeout 400
+
+//@@ setup
+const pipe = await lib.StableDiffusionPipeline.fromPretrained("../datasets/sd-tiny-random");
+const WORDS = ["red", "blue", "fox", "boat", "tree", "moon", "city", "river", "castle", "owl"];
+function args(c: typeof g) {
+  const scales = [1 + Math.round(c.uniform(0, 3) * 2) / 2, Math.round(c.uniform(4, 8) * 2) / 2, Math.round(c.uniform(9, 14) * 2) / 2];
+  return { prompt: `a ${c.pick(WORDS)} ${c.pick(WORDS)} by a ${c.pick(WORDS)}`, scales, seed: c.newSeed(), steps: c.int(2, 3) };
+}
+type Args = ReturnType<typeof args>;
+const describe = (name: string, a: Args) => `${name}(pipe, "${a.prompt}", [${a.scales}], ${a.seed}, ${a.steps})`;
+async function run(a: Args, w: number, outputType: "np" | "latent") {
+  return (await pipe.generate({ prompt: a.prompt, guidanceScale: w, numInferenceSteps: a.steps, generator: new lib.Generator().manualSeed(a.seed), outputType })).images;
+}
+async function effect(a: Args): Promise<number[]> {
+  const base = await run(a, 1, "latent");
+  const out: number[] = [];
+  for (const w of a.scales) {
+    const z = await run(a, w, "latent");
+    out.push(tf.tidy(() => tf.sqrt(tf.mean(tf.square(tf.sub(z, base)))).dataSync()[0]));
+    z.dispose();
+  }
+  base.dispose();
+  return out;
+}
+return { pipe, args, describe, run, effect };
+
+//@@ check grid 3 guidanceGrid(): one picture per scale, all from the same seed
+const a = h.args(g);
+const pics = [];
+for (const w of a.scales) pics.push(await h.run(a, w, "np"));
+const want = tf.concat(pics, 0);
+tf.dispose(pics);
+const got = await g.student("guidanceGrid", () => guidanceGrid(h.pipe, a.prompt, a.scales, a.seed, a.steps));
+const r = g.compare(h.describe("guidanceGrid", a), got, want, { atol: 1e-3, rtol: 1e-3,
+  hint: "one pipe.generate per scale with outputType \"np\" and a NEW Generator().manualSeed(seed) for each (a used generator has moved on), then tf.concat along axis 0." });
+tf.dispose([want, got as tf.Tensor]);
+return r;
+
+//@@ check effect 3 guidanceEffect(): RMS distance of the latents to the unguided ones
+const a = h.args(g);
+const want = await h.effect(a);
+const got = await g.student("guidanceEffect", () => guidanceEffect(h.pipe, a.prompt, a.scales, a.seed, a.steps));
+return g.compareArray(h.describe("guidanceEffect", a), got, want, { atol: 1e-5, rtol: 1e-3,
+  hint: "final latents (outputType \"latent\") at w and at w = 1, the same seed for both, then √mean((z_w − z_1)²)." });
+
+//@@ check unguided 1 guidanceEffect() is 0 at w = 1 (the same seed gives the same run)
+const a = h.args(g);
+const got = await g.student("guidanceEffect", () => guidanceEffect(h.pipe, a.prompt, [1], a.seed, a.steps));
+return g.compareArray(`guidanceEffect(pipe, "${a.prompt}", [1], ${a.seed}, ${a.steps})`, got, [0], { atol: 1e-6, rtol: 0,
+  hint: "both runs must start from the same noise: a new Generator().manualSeed(seed) for each run." });

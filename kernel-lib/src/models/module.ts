@@ -215,7 +215,8 @@ export abstract class Module {
 
   /** Fills every parameter: "random" (see Parameter.initialize) or "zeros". */
   initWeights(mode: InitMode, seed?: number): void {
-    this.namedParameters().forEach(([, p], i) => p.initialize(mode, seed === undefined ? undefined : seed + i));
+    // tfjs treats a seed of 0 as "no seed": offset by one so every seed, 0 included, is reproducible
+    this.namedParameters().forEach(([, p], i) => p.initialize(mode, seed === undefined ? undefined : seed + i + 1));
   }
 
   /** Differences between a checkpoint (torch names and shapes) and this module tree. */

@@ -189,7 +189,7 @@ export abstract class SchedulerMixin {
     const resolved = finishResolved(this, resolveConfig(this.className, this.configSpec, config, overrides, source));
     const swap = from !== null && from !== this.className ? `${this.className}.fromConfig(${from} config): ` : "";
     const prediction = resolved.prediction_type;
-    if (prediction !== undefined && !this.predictionTypes.includes(prediction as string)) {
+    if ("prediction_type" in this.configSpec.defaults && !this.predictionTypes.includes(prediction as string)) {
       const others = schedulersSupporting(prediction as string);
       throw new ConfigError(
         `${swap}${this.className}: config "prediction_type" is ${JSON.stringify(prediction)}; supported: ` +

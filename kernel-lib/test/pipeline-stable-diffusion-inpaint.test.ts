@@ -199,10 +199,8 @@ describe("StableDiffusionInpaintPipeline errors", () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  // Known bug outside this pipeline: StableDiffusionPipeline.encodePrompt (pipeline-stable-diffusion.ts) throws on a
-  // negativePrompt count mismatch without freeing the prompt embeddings it already made (1 tensor). `it.fails`
-  // keeps it visible: this test starts failing once that is fixed; then make it a plain `it`.
-  it.fails("frees everything when negativePrompt does not match the prompts (leaks in encodePrompt today)", async () => {
+  // encodePrompt checks the negative prompts before it makes any tensor.
+  it("frees everything when negativePrompt does not match the prompts", async () => {
     pipe.scheduler = ddim();
     const before = tf.memory().numTensors;
     await expect(pipe.generate({ image: photo, maskImage: mask, numInferenceSteps: 4, prompt: ["a", "b"], negativePrompt: ["c"] }))

@@ -153,20 +153,21 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
    */
   encodePrompt(prompt: string[] | null, numImagesPerPrompt: number, doCfg: boolean, negativePrompt?: string | string[],
     promptEmbeds?: tf.Tensor3D, negativePromptEmbeds?: tf.Tensor3D): tf.Tensor3D {
-    const cond0 = promptEmbeds ? tf.clone(promptEmbeds) : this.encodeText(prompt as string[]);
-    const batch = cond0.shape[0];
-    const cond = repeatEach(cond0, numImagesPerPrompt);
-    cond0.dispose();
-    if (!doCfg) return cond;
-    let uncond0: tf.Tensor3D;
-    if (negativePromptEmbeds) uncond0 = tf.clone(negativePromptEmbeds);
-    else {
-      const neg = negativePrompt === undefined ? Array(batch).fill("") : asList(negativePrompt);
+    // check the negative prompts before any tensor exists, so an error leaks nothing
+    const batch = promptEmbeds ? promptEmbeds.shape[0] : (prompt as string[]).length;
+    let neg: string[] = [];
+    if (doCfg && !negativePromptEmbeds) {
+      // one string serves every prompt (diffusers requires a list then; broadcasting changes no result it accepts)
+      neg = negativePrompt === undefined ? Array(batch).fill("") : typeof negativePrompt === "string" ? Array(batch).fill(negativePrompt) : negativePrompt;
       if (neg.length !== batch) {
         throw new Error(`negativePrompt has ${neg.length} entries but prompt has ${batch}: give one negative prompt per prompt, or a single string`);
       }
-      uncond0 = this.encodeText(neg);
     }
+    const cond0 = promptEmbeds ? tf.clone(promptEmbeds) : this.encodeText(prompt as string[]);
+    const cond = repeatEach(cond0, numImagesPerPrompt);
+    cond0.dispose();
+    if (!doCfg) return cond;
+    const uncond0 = negativePromptEmbeds ? tf.clone(negativePromptEmbeds) : this.encodeText(neg);
     const uncond = repeatEach(uncond0, numImagesPerPrompt);
     uncond0.dispose();
     const both = tf.concat([uncond, cond], 0) as tf.Tensor3D; // CFG batch order: [uncond, cond]

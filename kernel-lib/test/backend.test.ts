@@ -98,14 +98,14 @@ describe("backend selection", () => {
 });
 
 /** Runs wasm-threads-child.ts; resolves with its output, the exit code and how long it took to exit after "done". */
-function runChild(threads: number, out: string): Promise<{ code: number | null; log: string; exitAfterDoneMs: number }> {
+function runChild(threads: number | "broken", out: string): Promise<{ code: number | null; log: string; exitAfterDoneMs: number }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", path.join(__dirname, "wasm-threads-child.ts"), String(threads), out], {
       cwd: path.resolve(__dirname, "../.."), env: { ...process.env, TFJS_WASM_THREADS: "" },
     });
     let log = "";
     let doneAt = 0;
-    const onData = (d: Buffer) => { log += d; if (!doneAt && /^done /m.test(log)) doneAt = performance.now(); };
+    const onData = (d: Buffer) => { log += d; if (!doneAt && /^(done |\{)/m.test(log)) doneAt = performance.now(); };
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
     const timer = setTimeout(() => { child.kill("SIGKILL"); reject(new Error(`the ${threads}-thread child did not exit within 240 s (a pool worker holds the process?):\n${log}`)); }, 240_000);
@@ -155,6 +155,19 @@ describe("wasm threads", () => {
       const expected = nchwToNhwc(golden["c0_int999/output"]);
       expectClose(theirs.unet, expected, TOL.model.atol, 0, "2-thread UNet vs diffusers");
       tf.dispose([expected, ...Object.values(golden), ...Object.values(theirs), ...Object.values(ours)]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("falls back to one thread, saying why, when a pool worker fails to start (and the process still exits)", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "wasm-threads-"));
+    try {
+      const r = await runChild("broken", dir);
+      expect(r.code, r.log).toBe(0);
+      const status = JSON.parse(r.log.split("\n").find((l) => l.startsWith("{"))!);
+      expect(status).toMatchObject({ requested: 2, threads: 1, backend: "wasm", sum: 64 * 64 * 64 });
+      expect(status.why).toMatch(/the threaded build failed to start \(this pool worker is broken on purpose\); running one thread/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -85,13 +85,21 @@ function workerScriptFile(): string {
   return file;
 }
 
+export interface WasmStartOptions {
+  /** the pthread worker script to use instead of the generated one (tests use a broken one) */
+  workerScript?: string;
+  /** how long the threaded start may take before it counts as failed (default 60 s) */
+  timeoutMs?: number;
+}
+
 /**
  * Runs `fn` with URL.createObjectURL -> the worker file and os.cpus() -> 2 x threads entries (blockers
  * 2, 4). Workers start without the parent's execArgv: loader hooks (tsx, vitest) must not transform
- * emscripten's scripts, and they only run wasm.
+ * emscripten's scripts, and they only run wasm. A worker error during the start (emscripten rethrows
+ * it, which would end the process) or no answer within the time limit fails the start instead.
  */
-async function withThreadedStartPatches<T>(threads: number, fn: () => Promise<T>): Promise<T> {
-  const workerFile = workerScriptFile();
+async function withThreadedStartPatches<T>(threads: number, fn: () => Promise<T>, opts: WasmStartOptions): Promise<T> {
+  const workerFile = opts.workerScript ?? workerScriptFile();
   const createObjectURL = URL.createObjectURL;
   const nodeOs = require("node:os") as { cpus: typeof os.cpus }; // the module object the backend reads (not an import copy)
   const cpus = nodeOs.cpus;
@@ -102,12 +110,37 @@ async function withThreadedStartPatches<T>(threads: number, fn: () => Promise<T>
     const real = cpus();
     return Array.from({ length: 2 * threads }, (_, i) => real[i % real.length]);
   };
+  let starting = true;
+  let startFailed = false; // the workers of a failed start keep failing: their errors are dropped
+  const workers: workerThreads.Worker[] = [];
+  let rejectStart: (e: Error) => void = () => {};
+  const failed = new Promise<never>((_, reject) => { rejectStart = reject; });
+  const failStart = (e: Error) => { startFailed = true; rejectStart(e); };
   wt.Worker = class extends Worker {
-    constructor(file: string | URL, opts?: workerThreads.WorkerOptions) { super(file, { execArgv: [], ...opts }); }
+    constructor(file: string | URL, options?: workerThreads.WorkerOptions) {
+      super(file, { execArgv: [], ...options });
+      // a worker that fails before emscripten listens would otherwise raise an uncaught 'error'
+      workers.push(this);
+      super.on("error", (e: unknown) => { if (starting) failStart(e instanceof Error ? e : new Error(String(e))); });
+      const on = this.on.bind(this) as (event: string, listener: (e: unknown) => void) => this;
+      (this as unknown as { on: typeof on }).on = (event, listener) => (event !== "error" ? on(event, listener) : on(event, (e) => {
+        if (!starting && !startFailed) return listener(e);
+        try { listener(e); } catch { /* reported below as the start's failure */ }
+        failStart(e instanceof Error ? e : new Error(String(e)));
+      }));
+    }
   };
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const timer = setTimeout(() => failStart(new Error(`the pool workers did not start within ${timeoutMs / 1000} s`)), timeoutMs);
   try {
-    return await fn();
+    return await Promise.race([fn(), failed]);
+  } catch (e) {
+    startFailed = true;
+    for (const w of workers) void w.terminate();
+    throw e;
   } finally {
+    starting = false;
+    clearTimeout(timer);
     URL.createObjectURL = createObjectURL;
     nodeOs.cpus = cpus;
     wt.Worker = Worker;
@@ -145,7 +178,7 @@ export function wasmThreadsInUse(): number {
  * started wasm backend is restarted only when no tensor lives (they would be lost with it).
  * Falls back to one thread with the reason when the threaded build cannot start.
  */
-export async function startWasmBackend(wasm: WasmPackage, threads: number): Promise<Omit<WasmThreadsStatus, "choice">> {
+export async function startWasmBackend(wasm: WasmPackage, threads: number, opts: WasmStartOptions = {}): Promise<Omit<WasmThreadsStatus, "choice">> {
   const version = wasm.version_wasm ?? "unknown";
   const started = tf.engine().registry["wasm"] != null;
   let why = "";
@@ -182,7 +215,7 @@ export async function startWasmBackend(wasm: WasmPackage, threads: number): Prom
   let ok = false;
   let failure = "";
   try {
-    ok = await withThreadedStartPatches(want, () => tf.setBackend("wasm"));
+    ok = await withThreadedStartPatches(want, () => tf.setBackend("wasm"), opts);
   } catch (e) {
     failure = String((e as Error)?.message ?? e).split("\n")[0];
   }

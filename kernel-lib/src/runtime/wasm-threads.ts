@@ -98,7 +98,7 @@ export interface WasmStartOptions {
  * emscripten's scripts, and they only run wasm. A worker error during the start (emscripten rethrows
  * it, which would end the process) or no answer within the time limit fails the start instead.
  */
-async function withThreadedStartPatches<T>(threads: number, fn: () => Promise<T>, opts: WasmStartOptions): Promise<T> {
+async function withThreadedStartPatches(threads: number, fn: () => Promise<boolean>, opts: WasmStartOptions): Promise<boolean> {
   const workerFile = opts.workerScript ?? workerScriptFile();
   const createObjectURL = URL.createObjectURL;
   const nodeOs = require("node:os") as { cpus: typeof os.cpus }; // the module object the backend reads (not an import copy)
@@ -119,8 +119,8 @@ async function withThreadedStartPatches<T>(threads: number, fn: () => Promise<T>
   wt.Worker = class extends Worker {
     constructor(file: string | URL, options?: workerThreads.WorkerOptions) {
       super(file, { execArgv: [], ...options });
-      // a worker that fails before emscripten listens would otherwise raise an uncaught 'error'
       workers.push(this);
+      // a worker that fails before emscripten listens would otherwise raise an uncaught 'error'
       super.on("error", (e: unknown) => { if (starting) failStart(e instanceof Error ? e : new Error(String(e))); });
       const on = this.on.bind(this) as (event: string, listener: (e: unknown) => void) => this;
       (this as unknown as { on: typeof on }).on = (event, listener) => (event !== "error" ? on(event, listener) : on(event, (e) => {
@@ -133,7 +133,9 @@ async function withThreadedStartPatches<T>(threads: number, fn: () => Promise<T>
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const timer = setTimeout(() => failStart(new Error(`the pool workers did not start within ${timeoutMs / 1000} s`)), timeoutMs);
   try {
-    return await Promise.race([fn(), failed]);
+    const ok = await Promise.race([fn(), failed]);
+    if (!ok) throw new Error("setBackend returned false");
+    return ok;
   } catch (e) {
     startFailed = true;
     for (const w of workers) void w.terminate();
@@ -217,7 +219,7 @@ export async function startWasmBackend(wasm: WasmPackage, threads: number, opts:
   try {
     ok = await withThreadedStartPatches(want, () => tf.setBackend("wasm"), opts);
   } catch (e) {
-    failure = String((e as Error)?.message ?? e).split("\n")[0];
+    failure = String((e as Error)?.message ?? e).split("\n")[0] || "no reason given";
   }
   if (ok) {
     releaseWorkers();
@@ -229,7 +231,7 @@ export async function startWasmBackend(wasm: WasmPackage, threads: number, opts:
   tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
   wasm.setThreadsCount(1);
   if (!(await tf.setBackend("wasm"))) throw new Error("tf.setBackend('wasm') returned false");
-  return { requested: threads, threads: 1, why: `the threaded build failed to start (${failure || "setBackend returned false"}); running one thread` };
+  return { requested: threads, threads: 1, why: `the threaded build failed to start (${failure}); running one thread` };
 }
 
 /** Live tensors, read without starting a backend (tf.memory() would start one). */

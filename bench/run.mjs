@@ -361,6 +361,12 @@ for (const [k, v] of Object.entries(results.cases)) {
   if (v.ratioToConv2d) v.backendConv2dGflopsPerSec = convRate; // the primitive rate the ratio divides by
 }
 
+// --- memory: tfjs peak and seconds of each memory knob on SD 1.5 shapes, one child process per case (bench/memory-cases.mjs)
+if (want("memory")) {
+  const { memorySection } = await import("./memory-cases.mjs");
+  await memorySection(results, { quick });
+}
+
 // --- results file and table
 fs.mkdirSync(path.join(here, "results"), { recursive: true });
 // a partial run (--only=...) updates its own cases in the existing results and keeps the others

@@ -43,7 +43,10 @@ if (flags.has("help") || flags.has("h")) {
 const known = ["json", "report", "csv", "jobs", "checks", "exercise", "seed", "timeout", "cell-timeout", "min-score", "keep"];
 for (const k of flags.keys()) if (!known.includes(k)) fail(`unknown option --${k}`);
 if (positional.length !== 1) fail("give one notebook or one folder");
-const target = path.resolve(positional[0]);
+// npm run starts scripts in the package's folder; paths on the command line are the caller's (INIT_CWD)
+const cwd = process.env.INIT_CWD || process.cwd();
+const here = (p) => path.resolve(cwd, p);
+const target = here(positional[0]);
 if (!fs.existsSync(target)) fail(`${positional[0]} does not exist`);
 const num = (k) => {
   if (!flags.has(k)) return undefined;
@@ -57,7 +60,7 @@ registerKernel();
 const opts = {
   kitRoot: root,
   jupyter: { python: jupyterPython(), env: { HF_HUB_OFFLINE: "1", ...env() } },
-  checksDir: flags.has("checks") ? path.resolve(flags.get("checks")) : undefined,
+  checksDir: flags.has("checks") ? here(flags.get("checks")) : undefined,
   exercise: flags.get("exercise"),
   seed: num("seed"),
   timeout: num("timeout"),
@@ -84,10 +87,10 @@ if (fs.statSync(target).isDirectory()) {
   const jobs = num("jobs") ?? 1;
   const { results: rs, warnings } = await lib.gradeFolder(target, { ...opts, jobs });
   results = rs;
-  const csv = path.resolve(flags.get("csv") ?? "grades.csv");
+  const csv = here(flags.get("csv") ?? "grades.csv");
   fs.writeFileSync(csv, lib.formatCsv(results));
   if (flags.has("report")) {
-    const dir = path.resolve(flags.get("report"));
+    const dir = here(flags.get("report"));
     for (const r of results) {
       const rel = r.notebook.replace(/\.ipynb$/, "");
       writeReport(path.join(dir, rel + ".html"), r);
@@ -95,16 +98,16 @@ if (fs.statSync(target).isDirectory()) {
     }
   }
   console.log(lib.formatCsv(results).trimEnd());
-  console.log(`\n${results.length} notebooks graded; summary in ${path.relative(process.cwd(), csv) || csv}`);
+  console.log(`\n${results.length} notebooks graded; summary in ${path.relative(cwd, csv) || csv}`);
   for (const w of warnings) console.error(`WARNING: ${w}`);
 } else {
-  const r = await lib.gradeNotebook(target, { ...opts, displayPath: path.relative(process.cwd(), target) || target });
+  const r = await lib.gradeNotebook(target, { ...opts, displayPath: path.relative(cwd, target) || target });
   results = [r];
-  if (flags.has("report")) writeReport(path.resolve(flags.get("report")), r);
+  if (flags.has("report")) writeReport(here(flags.get("report")), r);
   console.log(lib.formatMarkdown(r));
 }
 if (flags.has("json")) {
-  const file = path.resolve(flags.get("json"));
+  const file = here(flags.get("json"));
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(results.length === 1 && !fs.statSync(target).isDirectory() ? results[0] : results, null, 2) + "\n");
 }

@@ -15,7 +15,7 @@ export interface JupyterCommand {
   kernel?: string;
 }
 
-export type CellStatus = "ok" | "error" | "timeout" | "dead" | "skipped" | "not-run";
+export type CellStatus = "ok" | "error" | "timeout" | "dead" | "not-run";
 
 export interface RunnerSummary {
   attempts: number;

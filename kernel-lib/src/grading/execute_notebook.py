@@ -28,7 +28,7 @@ a = ap.parse_args()
 
 nb = nbformat.read(a.notebook, as_version=4)
 start = time.time()
-status = {}   # cell index -> "ok" | "error" | "timeout" | "dead" | "skipped" | "not-run"
+status = {}   # cell index -> "ok" | "error" | "timeout" | "dead" | "not-run"
 seconds = {}
 skip = {}     # cell index -> why it is skipped on a restart
 attempts = 0
@@ -54,8 +54,7 @@ while True:
             for i, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue
-                if i in skip:
-                    status[i] = "skipped"
+                if i in skip:  # timed out or killed the kernel in an earlier attempt: keep that status
                     continue
                 left = a.deadline - (time.time() - start)
                 if left <= 1:

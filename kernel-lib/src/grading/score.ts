@@ -5,7 +5,7 @@
 // student's own cells) are ignored.
 import type { ExerciseChecks } from "./checks-file.js";
 import { GRADE_MARKER, type CheckLine } from "./check-session.js";
-import { type GradedNotebook, type Notebook, cellTags, streamText } from "./graded-notebook.js";
+import { type GradedNotebook, type Notebook, cellSource, cellTags, streamText } from "./graded-notebook.js";
 import type { CellStatus, RunnerSummary } from "./execute.js";
 
 export interface CheckOutcome {
@@ -47,7 +47,6 @@ const STATUS_WORDS: Record<string, string> = {
   timeout: "timed out (the cell ran past the time limit and was skipped)",
   dead: "killed the kernel (the kernel was restarted and the cell skipped)",
   "not-run": "did not run (the notebook's time was up)",
-  skipped: "was skipped",
 };
 
 function lineFor(text: string, nonce: string, id: string): { line: CheckLine | null; count: number } {
@@ -67,6 +66,20 @@ function lineFor(text: string, nonce: string, id: string): { line: CheckLine | n
     }
   }
   return { line: found, count };
+}
+
+/** Why a name the check needs is missing: the student cell that declares it failed, or no cell declares it. */
+function whereDefined(executed: Notebook, built: GradedNotebook, status: Map<number, CellStatus>, name: string): string {
+  const decl = new RegExp(`(function\\*?|class|const|let|var)\\s+${name.replace(/[$]/g, "\\$")}\\b`);
+  for (let i = 0; i < built.studentCells; i++) {
+    const cell = executed.cells[i];
+    if (cell?.cell_type !== "code" || !decl.test(cellSource(cell))) continue;
+    const st = status.get(i) ?? "not-run";
+    if (st === "ok") continue;
+    const todo = typeof cell.metadata.todo === "string" ? ` (TODO \`${cell.metadata.todo}\`)` : "";
+    return `it is declared in code cell ${i}${todo}, which ${st === "error" ? "failed (see that cell's error below)" : STATUS_WORDS[st] ?? st}.`;
+  }
+  return "no cell declares it: keep the names the exercise gives.";
 }
 
 /** The outcome of every check, in the checks file's order. */
@@ -93,7 +106,7 @@ export function scoreChecks(executed: Notebook, built: GradedNotebook, checks: E
     else if (err) {
       const missing = /Cannot find name '([^']+)'/.exec(err);
       feedback = missing
-        ? `The check could not find \`${missing[1]}\`: keep the names the exercise gives (and run the cell that defines it without errors).\n${err}`
+        ? `The check could not find \`${missing[1]}\`: ${whereDefined(executed, built, status, missing[1])}\n${err}`
         : /^\d+:\d+ - /m.test(err)
           ? `The check does not compile against your code (keep the function signatures the exercise gives):\n${err}`
           : `The check could not run:\n${err}`;

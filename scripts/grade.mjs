@@ -57,9 +57,12 @@ const num = (k) => {
 
 const lib = require(path.join(root, "kernel-lib"));
 registerKernel();
+const jobs = num("jobs") ?? 1;
+// notebooks graded side by side each get one wasm thread unless told otherwise (threads would fight for the cores)
+const kernelEnv = { HF_HUB_OFFLINE: "1", ...(jobs > 1 ? { TFJS_WASM_THREADS: "1" } : {}), ...env() };
 const opts = {
   kitRoot: root,
-  jupyter: { python: jupyterPython(), env: { HF_HUB_OFFLINE: "1", ...env() } },
+  jupyter: { python: jupyterPython(), env: kernelEnv },
   checksDir: flags.has("checks") ? here(flags.get("checks")) : undefined,
   exercise: flags.get("exercise"),
   seed: num("seed"),
@@ -84,7 +87,6 @@ function meetsMin(r) {
 
 let results;
 if (fs.statSync(target).isDirectory()) {
-  const jobs = num("jobs") ?? 1;
   const { results: rs, warnings } = await lib.gradeFolder(target, { ...opts, jobs });
   results = rs;
   const csv = here(flags.get("csv") ?? "grades.csv");

@@ -361,12 +361,6 @@ for (const [k, v] of Object.entries(results.cases)) {
   if (v.ratioToConv2d) v.backendConv2dGflopsPerSec = convRate; // the primitive rate the ratio divides by
 }
 
-// --- memory: tfjs peak and seconds of each memory knob on SD 1.5 shapes, one child process per case (bench/memory-cases.mjs)
-if (want("memory")) {
-  const { memorySection } = await import("./memory-cases.mjs");
-  await memorySection(results, { quick });
-}
-
 // --- results file and table
 fs.mkdirSync(path.join(here, "results"), { recursive: true });
 // a partial run (--only=...) updates its own cases in the existing results and keeps the others
@@ -414,6 +408,8 @@ console.log(`\n* PyTorch figures come from ../shared/perf/README.md: the same ha
     ? `\nregression guard: ${compared} ratios compared with HEAD:${rel}; ${worse.length ? `${worse.length} worse by more than 20%:` : "none worse by more than 20%"}`
     : `\nregression guard: HEAD:${rel} does not exist yet; nothing to compare`);
   for (const r of worse) console.log(`  WORSE ${r.case}: ${r.ratio} ${r.committed.toPrecision(3)} -> ${r.now.toPrecision(3)} (${(100 * r.worseBy).toFixed(0)}% ${r.better === "higher" ? "lower" : "higher"})`);
-  results.regressionGuard = { against: committed ? `HEAD:${rel}` : null, threshold: 0.2, compared, worse };
+  // a partial run keeps the earlier runs' findings for the cases it did not measure
+  const kept = only ? (previous?.regressionGuard?.worse ?? []).filter((r) => !measuredNow.has(r.case)) : [];
+  results.regressionGuard = { against: committed ? `HEAD:${rel}` : null, threshold: 0.2, compared, worse: [...kept, ...worse] };
   fs.writeFileSync(out, JSON.stringify(results, null, 2) + "\n");
 }

@@ -76,7 +76,9 @@ export function executeNotebook(notebookFile: string, outFile: string, opts: Exe
       for (const m of String(d).matchAll(/KERNEL_PID (\d+)/g)) kernels.push(Number(m[1]));
     });
     // backstop: the runner keeps its own deadline; past it (plus a margin for kernel shutdown) kill everything
+    let killed = false;
     const timer = setTimeout(() => {
+      killed = true;
       killTree(child.pid);
       kernels.forEach(killTree);
     }, (deadline + 60) * 1000);
@@ -86,7 +88,8 @@ export function executeNotebook(notebookFile: string, outFile: string, opts: Exe
     });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
-      kernels.forEach(killTree); // a kernel left behind (the runner was killed) must not outlive the grading
+      // a runner that did not end by itself may have left its kernel running (a normal end shut it down)
+      if (killed || signal !== null) kernels.forEach(killTree);
       const line = stdout.trim().split("\n").reverse().find((l) => l.startsWith("{"));
       if (!line) {
         reject(new Error(`the notebook runner gave no result (exit ${code ?? signal}):\n${stderr.slice(-3000)}`));

@@ -58,6 +58,72 @@ const backendTag = report.backend + (report.device === "cuda" ? "-cuda" : "");
 const out = path.join(here, "results", `${backendTag}${quick ? "-quick" : ""}.json`);
 const previous = fs.existsSync(out) ? JSON.parse(fs.readFileSync(out, "utf8")) : null;
 
+// --- wasm threads: the same kernels on 1 and 2 pool threads (kernel-lib/src/runtime/wasm-threads.ts)
+// One process restarts the wasm backend as the single-thread build or the threaded build in pairs of
+// adjacent visits, ordered 1,2 / 2,1 / 1,2 ... so slow drift of the machine's load cancels; each visit
+// times matMul 1024^3, a conv2d of SD's size and a small conv2d (medians of runs), the first two pairs
+// also the ddpm-cat-256 UNet forward (weights packed by a 64x64 warm-up). The speed-up is the median
+// over pairs of (1-thread time / 2-thread time) of the same pair; "best" compares the fastest visits.
+// Other jobs on the machine take cores from the 2-thread case: the load average per visit is kept.
+// It runs first: restarting the backend needs no live tensor, and other sections may leave some.
+if (want("threads") && report.backend === "wasm") {
+  const pairs = quick ? 1 : 5;
+  const order = Array.from({ length: pairs }, (_, p) => (p % 2 ? [2, 1] : [1, 2])).flat();
+  const samples = {}; // label -> { 1: [secs per visit], 2: [...] }, index = pair
+  const add = (label, n, pair, secs) => { ((samples[label] ??= { 1: [], 2: [] })[n])[pair] = secs; };
+  const flopsOf = {};
+  const ops = [
+    ["matMul 1024^3", 2 * 1024 ** 3, () => [tf.randomNormal([1024, 1024], 0, 1, "float32", 1), tf.randomNormal([1024, 1024], 0, 1, "float32", 2)], ([a, b]) => tf.matMul(a, b), 5],
+    ["conv2d 3x3 [1,64,64,320] 320->320", 2 * 64 * 64 * 320 * 9 * 320, () => [tf.randomNormal([1, 64, 64, 320]), tf.randomNormal([3, 3, 320, 320])], ([x, w]) => tf.conv2d(x, w, 1, "same"), 3],
+    ["conv2d 3x3 [1,16,16,64] 64->64 (small)", 2 * 16 * 16 * 64 * 9 * 64, () => [tf.randomNormal([1, 16, 16, 64]), tf.randomNormal([3, 3, 64, 64])], ([x, w]) => tf.conv2d(x, w, 1, "same"), 31],
+  ];
+  const size = quick ? 64 : 256;
+  const unetLabel = `UNet2DModel ddpm-cat-256 [1,${size},${size},3] forward`;
+  const unetCfg = JSON.parse(fs.readFileSync(fs.existsSync(path.resolve(here, "configs/ddpm-cat-256.json")) ? path.resolve(here, "configs/ddpm-cat-256.json") : path.resolve(here, "../../shared/fixtures/configs/ddpm-cat-256/config.json"), "utf8"));
+  const loads = [];
+  let failure = null;
+  for (const [visit, n] of order.entries()) {
+    const pair = visit >> 1;
+    const r = await K.initBackend({ prefer: "wasm", force: true, wasmThreads: n });
+    if (r.wasmThreads?.threads !== n) { failure = `${n} thread(s) did not start: ${r.wasmThreads?.why}`; break; }
+    loads.push({ threads: n, loadAvg1m: os.loadavg()[0] });
+    for (const [label, flops, make, run, runs] of ops) {
+      const inputs = make();
+      add(label, n, pair, await timeIt(() => { const o = run(inputs); sync(o); o.dispose(); }, { runs }));
+      flopsOf[label] = flops;
+      tf.dispose(inputs);
+    }
+    if (pair < 2) {
+      const unet = K.UNet2DModel.fromConfig(unetCfg, { init: "random", seed: 0 });
+      const warm = tf.randomNormal([1, 64, 64, 3]);
+      tf.dispose(unet.forward(warm, 500).sample);
+      const x = tf.randomNormal([1, size, size, 3]);
+      flopsOf[unetLabel] ??= await countFlops(() => unet.forward(x, 500).sample);
+      add(unetLabel, n, pair, await timeIt(() => { const o = unet.forward(x, 500).sample; sync(o); o.dispose(); }, { warmup: 0, runs: 1 }));
+      tf.dispose([warm, x]);
+      unet.dispose();
+    }
+  }
+  const median = (xs) => { const v = [...xs].sort((a, b) => a - b), m = v.length >> 1; return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2; };
+  for (const [label, byN] of Object.entries(samples)) {
+    const g = flopsOf[label] / 1e9;
+    const perPair = byN[2].map((s2, p) => byN[1][p] / s2).filter((x) => Number.isFinite(x));
+    for (const n of [1, 2]) {
+      const xs = byN[n].filter((x) => x !== undefined);
+      if (!xs.length) continue;
+      const secs = median(xs);
+      results.cases[`threads: ${label} @ ${n} thread${n === 1 ? "" : "s"}`] = {
+        seconds: secs, bestSeconds: Math.min(...xs), gflops: g, gflopsPerSec: g / secs, bestGflopsPerSec: g / Math.min(...xs), threads: n, samples: byN[n],
+        ...(n === 2 && perPair.length ? { speedupVs1Thread: median(perPair), speedupPerPair: perPair, speedupBest: Math.min(...byN[1].filter((x) => x !== undefined)) / Math.min(...xs) } : {}),
+        note: `median of ${xs.length} visits, visit order ${order.join(",")} (pairs of adjacent visits); 1 thread = the single-thread SIMD build, 2 = the threaded build; load average per visit in "threads: machine load"`,
+      };
+    }
+  }
+  results.cases["threads: machine load"] = { visits: loads, cpus: os.cpus().length, error: failure ?? undefined, note: "1-minute load average at each visit: above the core count, other jobs share the cores" };
+  const back = await K.initBackend({ prefer: "wasm", force: true }); // the default thread count again
+  console.log(`threads section done; back to ${back.description}`);
+}
+
 // --- the backend's own primitives (always measured when a model case runs: ratios need the same run)
 if (want("primitives") || want("unet") || want("sd")) {
   const mm = tf.tidy(() => [tf.randomNormal([1024, 1024]), tf.randomNormal([1024, 1024])]);
@@ -270,70 +336,6 @@ if (want("training")) {
   unet.dispose();
 }
 
-// --- wasm threads: the same kernels on 1 and 2 pool threads (kernel-lib/src/runtime/wasm-threads.ts)
-// One process restarts the wasm backend as the single-thread build or the threaded build in pairs of
-// adjacent visits, ordered 1,2 / 2,1 / 1,2 ... so slow drift of the machine's load cancels; each visit
-// times matMul 1024^3, a conv2d of SD's size and a small conv2d (medians of runs), the first two pairs
-// also the ddpm-cat-256 UNet forward (weights packed by a 64x64 warm-up). The speed-up is the median
-// over pairs of (1-thread time / 2-thread time) of the same pair; "best" compares the fastest visits.
-// Other jobs on the machine take cores from the 2-thread case: the load average per visit is kept.
-if (want("threads") && report.backend === "wasm") {
-  const pairs = quick ? 1 : 5;
-  const order = Array.from({ length: pairs }, (_, p) => (p % 2 ? [2, 1] : [1, 2])).flat();
-  const samples = {}; // label -> { 1: [secs per visit], 2: [...] }, index = pair
-  const add = (label, n, pair, secs) => { ((samples[label] ??= { 1: [], 2: [] })[n])[pair] = secs; };
-  const flopsOf = {};
-  const ops = [
-    ["matMul 1024^3", 2 * 1024 ** 3, () => [tf.randomNormal([1024, 1024], 0, 1, "float32", 1), tf.randomNormal([1024, 1024], 0, 1, "float32", 2)], ([a, b]) => tf.matMul(a, b), 5],
-    ["conv2d 3x3 [1,64,64,320] 320->320", 2 * 64 * 64 * 320 * 9 * 320, () => [tf.randomNormal([1, 64, 64, 320]), tf.randomNormal([3, 3, 320, 320])], ([x, w]) => tf.conv2d(x, w, 1, "same"), 3],
-    ["conv2d 3x3 [1,16,16,64] 64->64 (small)", 2 * 16 * 16 * 64 * 9 * 64, () => [tf.randomNormal([1, 16, 16, 64]), tf.randomNormal([3, 3, 64, 64])], ([x, w]) => tf.conv2d(x, w, 1, "same"), 31],
-  ];
-  const size = quick ? 64 : 256;
-  const unetLabel = `UNet2DModel ddpm-cat-256 [1,${size},${size},3] forward`;
-  const unetCfg = JSON.parse(fs.readFileSync(fs.existsSync(path.resolve(here, "configs/ddpm-cat-256.json")) ? path.resolve(here, "configs/ddpm-cat-256.json") : path.resolve(here, "../../shared/fixtures/configs/ddpm-cat-256/config.json"), "utf8"));
-  const loads = [];
-  let failure = null;
-  for (const [visit, n] of order.entries()) {
-    const pair = visit >> 1;
-    const r = await K.initBackend({ prefer: "wasm", force: true, wasmThreads: n });
-    if (r.wasmThreads?.threads !== n) { failure = `${n} thread(s) did not start: ${r.wasmThreads?.why}`; break; }
-    loads.push({ threads: n, loadAvg1m: os.loadavg()[0] });
-    for (const [label, flops, make, run, runs] of ops) {
-      const inputs = make();
-      add(label, n, pair, await timeIt(() => { const o = run(inputs); sync(o); o.dispose(); }, { runs }));
-      flopsOf[label] = flops;
-      tf.dispose(inputs);
-    }
-    if (pair < 2) {
-      const unet = K.UNet2DModel.fromConfig(unetCfg, { init: "random", seed: 0 });
-      const warm = tf.randomNormal([1, 64, 64, 3]);
-      tf.dispose(unet.forward(warm, 500).sample);
-      const x = tf.randomNormal([1, size, size, 3]);
-      flopsOf[unetLabel] ??= await countFlops(() => unet.forward(x, 500).sample);
-      add(unetLabel, n, pair, await timeIt(() => { const o = unet.forward(x, 500).sample; sync(o); o.dispose(); }, { warmup: 0, runs: 1 }));
-      tf.dispose([warm, x]);
-      unet.dispose();
-    }
-  }
-  const median = (xs) => { const v = [...xs].sort((a, b) => a - b), m = v.length >> 1; return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2; };
-  for (const [label, byN] of Object.entries(samples)) {
-    const g = flopsOf[label] / 1e9;
-    const perPair = byN[2].map((s2, p) => byN[1][p] / s2).filter((x) => Number.isFinite(x));
-    for (const n of [1, 2]) {
-      const xs = byN[n].filter((x) => x !== undefined);
-      if (!xs.length) continue;
-      const secs = median(xs);
-      results.cases[`threads: ${label} @ ${n} thread${n === 1 ? "" : "s"}`] = {
-        seconds: secs, bestSeconds: Math.min(...xs), gflops: g, gflopsPerSec: g / secs, bestGflopsPerSec: g / Math.min(...xs), threads: n, samples: byN[n],
-        ...(n === 2 && perPair.length ? { speedupVs1Thread: median(perPair), speedupPerPair: perPair, speedupBest: Math.min(...byN[1].filter((x) => x !== undefined)) / Math.min(...xs) } : {}),
-        note: `median of ${xs.length} visits, visit order ${order.join(",")} (pairs of adjacent visits); 1 thread = the single-thread SIMD build, 2 = the threaded build; load average per visit in "threads: machine load"`,
-      };
-    }
-  }
-  results.cases["threads: machine load"] = { visits: loads, cpus: os.cpus().length, error: failure ?? undefined, note: "1-minute load average at each visit: above the core count, other jobs share the cores" };
-  const back = await K.initBackend({ prefer: "wasm", force: true }); // the default thread count again
-  console.log(`threads section done; back to ${back.description}`);
-}
 
 // --- memory: tfjs peak and seconds of each memory knob on SD 1.5 shapes, one child process per case (bench/memory-cases.mjs)
 if (want("memory")) {
@@ -393,9 +395,12 @@ console.log(`\n* PyTorch figures come from ../shared/perf/README.md: the same ha
   } catch { /* not committed yet */ }
   const worse = [];
   let compared = 0;
+  let tooShort = 0;
   for (const k of measuredNow) {
     const before = committed?.cases?.[k], now = results.cases[k];
     if (!before) continue;
+    if (Math.min(before.seconds ?? 1, now.seconds ?? 1) < 0.005) { tooShort++; continue; } // timer and scheduler noise
+
     for (const [field, better] of Object.entries(RATIOS)) {
       const a = before[field], b = now[field];
       if (typeof a !== "number" || typeof b !== "number" || !(a > 0)) continue;
@@ -405,7 +410,7 @@ console.log(`\n* PyTorch figures come from ../shared/perf/README.md: the same ha
     }
   }
   console.log(committed
-    ? `\nregression guard: ${compared} ratios compared with HEAD:${rel}; ${worse.length ? `${worse.length} worse by more than 20%:` : "none worse by more than 20%"}`
+    ? `\nregression guard: ${compared} ratios compared with HEAD:${rel} (${tooShort} cases under 5 ms skipped); ${worse.length ? `${worse.length} worse by more than 20%:` : "none worse by more than 20%"}`
     : `\nregression guard: HEAD:${rel} does not exist yet; nothing to compare`);
   for (const r of worse) console.log(`  WORSE ${r.case}: ${r.ratio} ${r.committed.toPrecision(3)} -> ${r.now.toPrecision(3)} (${(100 * r.worseBy).toFixed(0)}% ${r.better === "higher" ? "lower" : "higher"})`);
   // a partial run keeps the earlier runs' findings for the cases it did not measure

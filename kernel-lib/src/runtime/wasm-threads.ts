@@ -45,9 +45,9 @@ export interface WasmThreadsChoice { threads: number; choice: string }
 /**
  * Parses a wasmThreads option or TFJS_WASM_THREADS value: a count >= 1, or "auto": one thread per core
  * that other jobs leave free (cores minus the 1-minute load average, rounded, at least 1). Measured
- * here (bench --only=threads): on an idle machine 2 threads run matMul/conv2d ~1.9x faster; while other
- * jobs keep the cores busy they gain ~1.1-1.25x on big ops and make small ops and small models 3-5x
- * slower (the pool waits for a thread the OS has not scheduled).
+ * on 2 cores (bench --only=threads, README "wasm threads"): idle, 2 threads run matMul/conv2d ~1.9x
+ * faster; while other jobs keep the cores busy, big ops gain 0.8-1.2x, the ddpm-cat-256 UNet ~1.5x, and
+ * small models get 2-5x slower (the pool waits for a thread the OS has not scheduled).
  */
 export function resolveWasmThreads(value: number | "auto" | string | undefined, source: string, loadAverage = os.loadavg()[0]): WasmThreadsChoice {
   if (value === undefined || value === "") return { threads: 1, choice: "default" };

@@ -11,6 +11,7 @@
 // parameter, scaled as fromConfig's init (N(0, 1/fan_in), norms 1, biases 0). Weights of an offloaded model are
 // built straight into host memory, one parameter at a time, so they never all sit in the wasm heap.
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -97,11 +98,11 @@ function build(ctx, Cls, config, seed, hostOnly) {
   return randomWeights(ctx, new Cls(config), seed, hostOnly);
 }
 
-/** What a case reports from measureMemory. */
+/** What a case reports from measureMemory (with the machine's load: seconds on a busy machine are longer). */
 function report(m, extra = {}) {
   const r = {
     peakBytes: m.peakBytes, startBytes: m.startBytes, endBytes: m.endBytes, seconds: m.seconds,
-    rssPeakBytes: m.rssPeak, wasmHeapBytes: m.wasmHeapBytes, ...extra,
+    rssPeakBytes: m.rssPeak, wasmHeapBytes: m.wasmHeapBytes, loadAverage1min: os.loadavg()[0], ...extra,
   };
   if (m.perComponent) r.perComponent = m.perComponent;
   return r;
@@ -202,7 +203,10 @@ export async function runMemoryCase(key, quick) {
 export async function memorySection(results, { quick = false } = {}) {
   const s = setup(quick);
   const rows = [];
-  for (const key of Object.keys(MEMORY_CASES)) {
+  // BENCH_MEMORY_CASES=unet-resident,vae-512 re-measures only those (the others stay as the results file has them)
+  const keys = process.env.BENCH_MEMORY_CASES?.split(",") ?? Object.keys(MEMORY_CASES);
+  for (const key of keys) {
+    if (!MEMORY_CASES[key]) throw new Error(`BENCH_MEMORY_CASES: no case "${key}" (cases: ${Object.keys(MEMORY_CASES).join(", ")})`);
     const label = `memory: ${MEMORY_CASES[key].label(s)}`;
     process.stdout.write(`${label} ... `);
     const child = spawnSync(process.execPath, ["--max-old-space-size=16000", fileURLToPath(import.meta.url), key, ...(quick ? ["--quick"] : [])],
@@ -214,7 +218,10 @@ export async function memorySection(results, { quick = false } = {}) {
       delete r.label;
     } else {
       const err = `${child.stderr ?? ""}${child.error ? String(child.error) : ""}`.split("\n").map((l) => l.trim()).filter((l) => /error|out of|abort|memory/i.test(l));
-      r = { error: (err[0] ?? `exit ${child.status} ${child.signal ?? ""}`).slice(0, 300), fits: false, note: "did not run: see error (wasm heap ~4 GiB)" };
+      const error = (err[0] ?? `exit ${child.status} ${child.signal ?? ""}`).slice(0, 300);
+      // emscripten aborts when the wasm heap cannot grow past its ~4 GiB
+      const oom = /Aborted\(\)|out of memory|memory access out of bounds/i.test(error);
+      r = { error: oom ? `out of wasm memory (${error})` : error, fits: false, note: "did not run: see error (wasm heap ~4 GiB)" };
     }
     if (!r.error) r.fits = true;
     r.date = results.date;

@@ -17,8 +17,8 @@ const DATASETS = path.resolve(__dirname, "../../datasets");
 const TRAINED = path.join(DATASETS, "ddpm-cat-tiny");
 const RANDOM = path.join(DATASETS, "ddpm-cat-tiny-random");
 const S = 32;
-/** The trained model's samples must score at least this (set from the shipped model's measured score, see its card). */
-const SSIM_THRESHOLD = 0.4;
+/** The trained model's samples must score at least this: the shipped model scores 0.44 (wasm), the random one 0.08. */
+const SSIM_THRESHOLD = 0.35;
 const D = S * S * 3;
 
 type Faces = (n: number, o?: { seed?: number; size?: number; start?: number }) => { data: Float32Array; shape: number[] };
@@ -130,7 +130,7 @@ describe.skipIf(!fs.existsSync(TRAINED))("datasets/ddpm-cat-tiny (trained)", () 
       scores.push(nearestSsim(data, 8, refs));
       pipe.dispose();
     }
-    // measured: held-out dataset pictures 0.66, the same blurred (5x5 box) 0.60, uniform noise 0.09
+    // measured: held-out dataset pictures 0.66, the same blurred (5x5 box) 0.60, uniform noise 0.09; shipped model 0.44
     expect(scores[0], `nearest-neighbour SSIM: trained ${scores[0].toFixed(3)}, random ${scores[1].toFixed(3)}`).toBeGreaterThan(SSIM_THRESHOLD);
     expect(scores[1]).toBeLessThan(0.2);
   });

@@ -127,12 +127,13 @@ if (want("threads") && report.backend === "wasm") {
 // --- the backend's own primitives (always measured when a model case runs: ratios need the same run)
 if (want("primitives") || want("unet") || want("sd")) {
   const mm = tf.tidy(() => [tf.randomNormal([1024, 1024]), tf.randomNormal([1024, 1024])]);
-  const tMm = await timeIt(() => sync(tf.tidy(() => tf.matMul(mm[0], mm[1]))), { runs: 5 });
+  // each output is freed: a kept one makes every run write fresh heap pages (page faults timed as the op)
+  const tMm = await timeIt(() => { const o = tf.matMul(mm[0], mm[1]); sync(o); o.dispose(); }, { runs: 5 });
   results.cases["matMul 1024^3"] = { seconds: tMm, gflops: 2 * 1024 ** 3 / 1e9, gflopsPerSec: 2 * 1024 ** 3 / 1e9 / tMm };
   tf.dispose(mm);
   for (const [h, c] of [[64, 256], [128, 128]]) {
     const x = tf.randomNormal([1, h, h, c]), w = tf.randomNormal([3, 3, c, c]);
-    const t = await timeIt(() => sync(tf.tidy(() => tf.conv2d(x, w, 1, "same"))));
+    const t = await timeIt(() => { const o = tf.conv2d(x, w, 1, "same"); sync(o); o.dispose(); }, { runs: 5 });
     const g = 2 * h * h * c * 9 * c / 1e9;
     results.cases[`conv2d 3x3 [1,${h},${h},${c}] ${c}->${c}`] = { seconds: t, gflops: g, gflopsPerSec: g / t };
     tf.dispose([x, w]);

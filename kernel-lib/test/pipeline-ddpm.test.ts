@@ -83,6 +83,18 @@ describe("DDPMPipeline", () => {
       .rejects.toThrow(/generator: a list of 1 generators was given for batchSize 2/);
   });
 
+  it("a list of generators draws each picture's noise from its own generator (diffusers' randn_tensor)", async () => {
+    const both = (await pipe.generate({ batchSize: 2, numInferenceSteps: 4, outputType: "np",
+      generator: [new Generator().manualSeed(5), new Generator().manualSeed(6)] })).images;
+    for (const [i, seed] of [[0, 5], [1, 6]]) {
+      const one = (await pipe.generate({ numInferenceSteps: 4, outputType: "np", generator: new Generator().manualSeed(seed) })).images;
+      const row = tf.slice(both, [i, 0, 0, 0], [1, -1, -1, -1]);
+      expectClose(row, one, 1e-6, 0, `picture ${i}`);
+      tf.dispose([one, row]);
+    }
+    both.dispose();
+  });
+
   it("DiffusionPipeline.fromPretrained reads model_index.json (the offline dataset folder) and gives the same image", async () => {
     const p = await DiffusionPipeline.fromPretrained(datasetPipe);
     expect(p).toBeInstanceOf(DDPMPipeline);

@@ -62,8 +62,7 @@ export class DDPMPipeline extends DiffusionPipelineBase {
       for (let i = 0; i < timesteps.length; i++) {
         const t = timesteps[i];
         const modelOutput = tf.tidy(() => this.unet.forward(image, t).sample);
-        const gen = Array.isArray(opts.generator) ? opts.generator : opts.generator;
-        const out = this.scheduler.step(modelOutput, t, image, { generator: gen as Generator | undefined });
+        const out = this.scheduler.step(modelOutput, t, image, { generator: opts.generator }); // one or one per picture
         modelOutput.dispose();
         image.dispose();
         image = out.prevSample as tf.Tensor4D;

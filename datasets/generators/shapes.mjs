@@ -1,0 +1,109 @@
+// A procedural dataset of captioned pictures for a small text-to-image model: one to three circles, squares or
+// triangles of one colour on a background of another, with a caption that says so ("a red circle on a blue
+// background", "two yellow triangles", ...). Picture i and its caption depend only on (seed, i).
+// `style: "stripes"` draws the same pictures (same captions) with striped shapes: the data of the style LoRA.
+//
+//   import { shapes, COLOURS, SHAPES } from "../datasets/generators/shapes.mjs";
+//   const { data, shape, captions } = shapes(64, { seed: 0, size: 32 });  // NHWC in [0, 1], [64, 32, 32, 3]
+//
+// License: the kit's (this generator and every picture it makes).
+import { streamFor, inTriangle, rasterize, writeGrid, gridArgs } from "./procedural.mjs";
+
+/** The colour words and their RGB in [0, 1]. */
+export const COLOURS = {
+  red: [0.9, 0.1, 0.1],
+  green: [0.15, 0.7, 0.2],
+  blue: [0.12, 0.3, 0.9],
+  yellow: [0.97, 0.88, 0.1],
+  purple: [0.55, 0.2, 0.75],
+  orange: [0.98, 0.55, 0.1],
+  white: [0.96, 0.96, 0.96],
+  black: [0.07, 0.07, 0.07],
+};
+export const SHAPES = ["circle", "square", "triangle"];
+const COUNT_WORDS = ["a", "two", "three"];
+
+const clamp01 = (v) => Math.min(1, Math.max(0, v));
+const jitter = (c, r, amount) => c.map((v) => clamp01(v + (r() - 0.5) * 2 * amount));
+
+/** The random parameters of picture `index`: its caption and every shape (centres and radii in picture widths). */
+export function shapeParams(index, seed = 0) {
+  const r = streamFor(seed, index);
+  const names = Object.keys(COLOURS);
+  const pick = (list) => list[Math.floor(r() * list.length)];
+  const colour = pick(names);
+  let background = pick(names);
+  while (background === colour) background = pick(names);
+  const kind = pick(SHAPES);
+  const u = r();
+  const count = u < 0.5 ? 1 : u < 0.8 ? 2 : 3;
+  const sayBackground = r() < 0.7;
+  const noun = count === 1 ? kind : `${kind}s`;
+  const an = (word) => (/^[aeiou]/.test(word) ? "an" : "a");
+  const caption = `${count === 1 ? an(colour) : COUNT_WORDS[count - 1]} ${colour} ${noun}` + (sayBackground ? ` on ${an(background)} ${background} background` : "");
+  const fill = jitter(COLOURS[colour], r, 0.05);
+  const bg = jitter(COLOURS[background], r, 0.05);
+  // place the shapes without overlap (rejection sampling, then accept the last try)
+  const items = [];
+  const size = count === 1 ? 0.2 + 0.12 * r() : count === 2 ? 0.14 + 0.06 * r() : 0.11 + 0.04 * r();
+  for (let k = 0; k < count; k++) {
+    let cx = 0, cy = 0;
+    for (let attempt = 0; attempt < 50; attempt++) {
+      cx = size + (1 - 2 * size) * r();
+      cy = size + (1 - 2 * size) * r();
+      if (items.every((o) => Math.hypot(o.cx - cx, o.cy - cy) > o.size + size + 0.02)) break;
+    }
+    items.push({ cx, cy, size, angle: (r() - 0.5) * 0.5 });
+  }
+  return { caption, colour, background, kind, count, fill, bg, items, stripeAngle: r() * Math.PI, stripePhase: r() };
+}
+
+/** Is (x, y) inside one shape (a circle of radius `size`, a square of half-side 0.85 size, or a triangle)? */
+function inside(kind, o, x, y) {
+  const dx = x - o.cx, dy = y - o.cy;
+  const c = Math.cos(o.angle), s = Math.sin(o.angle);
+  const u = (c * dx + s * dy) / o.size, v = (-s * dx + c * dy) / o.size;
+  if (kind === "circle") return dx * dx + dy * dy <= o.size * o.size;
+  if (kind === "square") return Math.abs(u) <= 0.85 && Math.abs(v) <= 0.85;
+  return inTriangle(u, v, [0, -1.05], [-1.05, 0.8], [1.05, 0.8]);
+}
+
+/** Renders picture `index` into `out` (NHWC, [0, 1]) at `offset`; returns its caption. */
+export function renderShapes(index, { seed = 0, size = 32, supersample = 4, style = "plain", out, offset = 0 } = {}) {
+  if (style !== "plain" && style !== "stripes") throw new Error(`shapes: unknown style "${style}"; use "plain" or "stripes"`);
+  const p = shapeParams(index, seed);
+  // stripes: bands 0.12 picture widths apart, alternating the fill with a light version of it
+  const light = p.fill.map((v) => 0.45 * v + 0.55);
+  const ca = Math.cos(p.stripeAngle), sa = Math.sin(p.stripeAngle);
+  rasterize((x, y) => {
+    for (const o of p.items) {
+      if (inside(p.kind, o, x, y)) {
+        if (style === "stripes" && (((x * ca + y * sa) / 0.12 + p.stripePhase) % 1 + 1) % 1 < 0.5) return light;
+        return p.fill;
+      }
+    }
+    return p.bg;
+  }, { size, supersample, out, offset });
+  return p.caption;
+}
+
+/**
+ * `n` pictures starting at index `start`: { data: Float32Array NHWC in [0, 1], shape: [n, size, size, 3],
+ * captions: string[] }. For a diffusion model map the pixels to [-1, 1] (x * 2 - 1).
+ */
+export function shapes(n, { seed = 0, size = 32, start = 0, supersample = 4, style = "plain" } = {}) {
+  const data = new Float32Array(n * size * size * 3);
+  const captions = [];
+  for (let i = 0; i < n; i++) captions.push(renderShapes(start + i, { seed, size, supersample, style, out: data, offset: i * size * size * 3 }));
+  return { data, shape: [n, size, size, 3], captions };
+}
+
+// node datasets/generators/shapes.mjs [out.png] [--n 64] [--seed 0] [--stripes 1]: a grid and its captions
+if (process.argv[1] && import.meta.url === (await import("node:url")).pathToFileURL(process.argv[1]).href) {
+  const { file, opt } = gridArgs("shapes-grid.png");
+  const n = opt("--n", 64), seed = opt("--seed", 0), size = 32;
+  const { data, captions } = shapes(n, { seed, size, style: opt("--stripes", 0) ? "stripes" : "plain" });
+  await writeGrid(file, data, n, size);
+  console.log(captions.map((c, i) => `${i}: ${c}`).join("\n"));
+  console.log(`${n} pictures (seed ${seed}) -> ${file}`);
+}

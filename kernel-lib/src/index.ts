@@ -50,6 +50,8 @@ export * from "./lora/lora-layer.js";
 export * from "./lora/peft-utils.js";
 export * from "./lora/lora-loader.js";
 export * from "./lora/lora-pipeline.js";
+export * from "./lora/peft-adapter.js";
+export * from "./lora/lora-save.js";
 export * from "./training/wasm-kernels.js";
 export * from "./training/tfjs-gradients.js";
 export * from "./training/ddpm-loss.js";

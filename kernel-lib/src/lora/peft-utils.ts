@@ -33,6 +33,11 @@ export function loraLayers(model: Module): LoraLayer[] {
   return [...(stateOf(model)?.layers.values() ?? [])];
 }
 
+/** LoRA layers with their module paths, in module order (for saving and for trainable parameters). */
+export function namedLoraLayers(model: Module): [string, LoraLayer][] {
+  return [...(stateOf(model)?.layers.entries() ?? [])];
+}
+
 /** The Linear and Conv2d layers of a model by path: what a LoRA can patch. */
 export function loraTargets(model: Module): Map<string, Linear | Conv2d> {
   const out = new Map<string, Linear | Conv2d>();

@@ -1,6 +1,8 @@
 // The training recipes `npm run train -- <recipe>` knows: the model, the data and the hyper-parameters of each
-// run (also read by bench/run.mjs --only=training).
+// run, and `build`, which makes its trainer, a sampler for progress pictures and an export in diffusers' layout
+// (ddpm-cat is also read by bench/run.mjs --only=training).
 import { catFaces } from "../datasets/generators/cat-faces.mjs";
+import { SD_RECIPES } from "./sd-tiny-recipes.mjs";
 
 export const RECIPES = {
   "ddpm-cat": {
@@ -21,5 +23,28 @@ export const RECIPES = {
       for (let i = 0; i < data.length; i++) data[i] = data[i] * 2 - 1;
       return data;
     },
+    build: async (K, tf, o) => {
+      const r = RECIPES["ddpm-cat"];
+      const unet = K.UNet2DModel.fromConfig(r.unet, { init: "random", seed: o.seed + 1 });
+      const scheduler = K.DDPMScheduler.fromConfig(r.scheduler);
+      const trainer = new K.DDPMTrainer(unet, scheduler, {
+        data: r.data(o.seed), batchSize: o.batchSize, seed: o.seed, lr: o.lr, warmupSteps: r.train.warmupSteps, lrSchedule: r.train.lrSchedule, trainingSteps: o.steps,
+      });
+      return {
+        trainer, what: `UNet2DModel ${unet.numParameters()} parameters`,
+        sample: async () => {
+          const pipe = new K.DDPMPipeline({ unet: trainer.samplingUnet, scheduler: K.DDPMScheduler.fromConfig(scheduler.config) });
+          pipe.setProgressBarConfig({ disable: true });
+          const { images } = await pipe.generate({ batchSize: 16, numInferenceSteps: 50, generator: new K.Generator().manualSeed(0), outputType: "np" });
+          const grid = K.imageGrid(images, { cols: 8, pad: 1 });
+          const png = await K.toImage(grid, { minSize: 1024 });
+          tf.dispose([images, grid]);
+          return png;
+        },
+        // a DDPMPipeline folder with the EMA weights (as the script's final pipeline)
+        export: (dir) => K.saveDDPMPipeline(dir, trainer.samplingUnet, scheduler),
+      };
+    },
   },
+  ...SD_RECIPES,
 };

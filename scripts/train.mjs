@@ -1,8 +1,8 @@
-// npm run train -- ddpm-cat [--steps N] [--resume] [--out DIR] [--batch B] [--lr LR] [--minutes M] [--export DIR]
+// npm run train -- <recipe> [--steps N] [--resume] [--out DIR] [--batch B] [--lr LR] [--minutes M] [--export DIR]
 //                           [--checkpoint-every N] [--sample-every N] [--seed S]
 // Trains a recipe with the kit's own training code (kernel-lib/src/training) and writes, under --out
 // (default runs/<recipe>): checkpoints/checkpoint-<step>/ (resumable), loss.csv, loss.png, samples/step-<k>.png
-// and pipeline/ (a DDPMPipeline folder with the EMA weights). --export DIR also copies pipeline/ there.
+// and pipeline/ (what the recipe exports, in diffusers' layout). --export DIR also exports there.
 // --minutes stops (with a checkpoint) after that much training time in this session; --resume continues from
 // the newest checkpoint with the same noise, data and learning rate as an uninterrupted run.
 import * as fs from "node:fs";
@@ -45,15 +45,11 @@ const exportDir = opt("--export");
 const resume = args.includes("--resume");
 const ckptDir = path.join(out, "checkpoints");
 
-// ---- model, scheduler, trainer
+// ---- the recipe's trainer
 const report = await K.initBackend();
 console.log(K.formatBackendReport(report));
-// initial weights from seed + 1: tfjs' randomNormal treats a seed of 0 as "no seed" (Math.random)
-const unet = K.UNet2DModel.fromConfig(recipe.unet, { init: "random", seed: seed + 1 });
-const scheduler = K.DDPMScheduler.fromConfig(recipe.scheduler);
-const trainer = new K.DDPMTrainer(unet, scheduler, {
-  data: recipe.data(seed), batchSize, seed, lr, warmupSteps: t.warmupSteps, lrSchedule: t.lrSchedule, trainingSteps: steps,
-});
+const run = await recipe.build(K, tf, { seed, batchSize, lr, steps, train: t });
+const trainer = run.trainer;
 fs.mkdirSync(path.join(out, "samples"), { recursive: true });
 const csv = path.join(out, "loss.csv");
 if (resume) {
@@ -67,15 +63,10 @@ if (resume) {
   if (K.listCheckpoints(ckptDir).length > 0) { console.error(`${ckptDir} already has checkpoints: pass --resume, or another --out`); process.exit(1); }
   fs.writeFileSync(csv, "step,loss,lr,grad_norm,seconds\n");
 }
-console.log(`${name}: UNet2DModel ${unet.numParameters()} parameters, batch ${batchSize}, lr ${lr}, steps ${trainer.globalStep} -> ${steps}${minutes ? `, at most ${minutes} min` : ""}; writing ${path.relative(process.cwd(), out) || "."}`);
+console.log(`${name}: ${run.what}, batch ${batchSize}, lr ${lr}, steps ${trainer.globalStep} -> ${steps}${minutes ? `, at most ${minutes} min` : ""}; writing ${path.relative(process.cwd(), out) || "."}`);
 
 async function saveSamples(step) {
-  const pipe = new K.DDPMPipeline({ unet: trainer.samplingUnet, scheduler: K.DDPMScheduler.fromConfig(scheduler.config) });
-  pipe.setProgressBarConfig({ disable: true });
-  const { images } = await pipe.generate({ batchSize: 16, numInferenceSteps: 50, generator: new K.Generator().manualSeed(0), outputType: "np" });
-  const grid = K.imageGrid(images, { cols: 8, pad: 1 });
-  fs.writeFileSync(path.join(out, "samples", `step-${String(step).padStart(5, "0")}.png`), await K.toImage(grid, { minSize: 1024 }));
-  tf.dispose([images, grid]);
+  fs.writeFileSync(path.join(out, "samples", `step-${String(step).padStart(5, "0")}.png`), await run.sample());
 }
 
 async function savePlot() {
@@ -84,7 +75,7 @@ async function savePlot() {
   const png = await K.chartPng([
     { x: h.map((e) => e.step), y: h.map((e) => e.loss), name: "loss", mode: "markers" },
     { x: h.map((e) => e.step), y: smooth, name: "mean of 50" },
-  ], { title: `${name}: L_simple (DDPM eq. 14)`, xaxis: { title: "step" }, yaxis: { title: "MSE", type: "log" } });
+  ], { title: `${name}: training loss`, xaxis: { title: "step" }, yaxis: { title: "MSE", type: "log" } });
   fs.writeFileSync(path.join(out, "loss.png"), png);
 }
 
@@ -108,11 +99,10 @@ await trainer.train({
 await savePlot();
 if (!sampleEvery || trainer.globalStep % sampleEvery !== 0) await saveSamples(trainer.globalStep);
 const pipeDir = path.join(out, "pipeline");
-K.saveDDPMPipeline(pipeDir, trainer.samplingUnet, scheduler);
-console.log(`step ${trainer.globalStep}: ${(trainer.trainSeconds / 60).toFixed(1)} min of training in total; pipeline (EMA weights) in ${pipeDir}`);
+run.export(pipeDir);
+console.log(`step ${trainer.globalStep}: ${(trainer.trainSeconds / 60).toFixed(1)} min of training in total; exported to ${pipeDir}`);
 if (exportDir) {
-  K.saveDDPMPipeline(path.resolve(exportDir), trainer.samplingUnet, scheduler);
+  run.export(path.resolve(exportDir));
   console.log(`exported to ${exportDir}`);
 }
 trainer.dispose();
-unet.dispose();

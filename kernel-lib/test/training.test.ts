@@ -10,7 +10,8 @@ import { UNet2DModel } from "../src/models/unet-2d.js";
 import { DDPMScheduler } from "../src/schedulers/scheduling-ddpm.js";
 import { Generator } from "../src/random/generator.js";
 import { Linear } from "../src/models/layers.js";
-import { DDPMTrainer, listCheckpoints } from "../src/training/ddpm-trainer.js";
+import { DDPMTrainer } from "../src/training/ddpm-trainer.js";
+import { listCheckpoints } from "../src/training/trainer.js";
 import { ddpmLoss, sampleNoiseAndTimesteps } from "../src/training/ddpm-loss.js";
 import { AdamW } from "../src/training/adamw.js";
 import { EMAModel } from "../src/training/ema-model.js";
@@ -128,6 +129,16 @@ describe("DDPMTrainer", () => {
 });
 
 describe("AdamW, EMAModel, clipGradNorm, lrFactor", () => {
+  it("AdamW owns exactly its two moment variables per parameter: creating and disposing one leaves no tensor", () => {
+    const lin = new Linear(3, 2);
+    const n0 = tf.memory().numTensors;
+    const opt = new AdamW(lin.namedParameters());
+    expect(tf.memory().numTensors).toBe(n0 + 2 * lin.namedParameters().length);
+    opt.dispose();
+    expect(tf.memory().numTensors).toBe(n0);
+    lin.dispose();
+  });
+
   it("AdamW follows torch.optim.AdamW step by step (float64 re-derivation)", () => {
     const lin = new Linear(3, 2, false);
     lin.initWeights("random", 1);

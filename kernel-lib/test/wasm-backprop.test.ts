@@ -90,6 +90,24 @@ describe("wasm conv-gradient kernels", () => {
     }
   });
 
+  // tf.gather's gradient is an UnsortedSegmentSum, which wasm lacks: every embedding table (CLIP's tokens) needs it
+  it("give tf.gather (an embedding lookup with repeated ids) the cpu backend's gradient", async () => {
+    const ids = [3, 0, 3, 7, 3, 1, 0, 9];
+    const grad = () => tf.tidy(() => {
+      const table = tf.tensor2d(data([10, 4], 7), [10, 4]);
+      const r = tf.tensor(data([2, 4, 4], 8), [2, 4, 4]);
+      const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.gather(t, tf.tensor2d(ids, [2, 4], "int32")), r)))(table);
+      return g.dataSync() as Float32Array;
+    });
+    const before = tf.memory().numTensors;
+    const got = grad();
+    expect(tf.memory().numTensors).toBe(before);
+    const ref = await onCpu(grad);
+    expectClose(got, ref, 1e-6, 1e-6, "d table");
+    // rows no id points at get zero; row 3 (three times) the sum of three rows of r
+    expect(Array.from(got.slice(2 * 4, 3 * 4))).toEqual([0, 0, 0, 0]);
+  });
+
   it("make conv2dTranspose (which runs Conv2DBackpropInput) agree with the built-in kernel", () => {
     const dy = tf.tensor4d(data([2, 4, 4, 3], 5), [2, 4, 4, 3]);
     const w = tf.tensor4d(data([3, 3, 2, 3], 6), [3, 3, 2, 3]);

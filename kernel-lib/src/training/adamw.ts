@@ -31,8 +31,11 @@ export class AdamW {
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 1e-2;
     for (const [name, p] of params) {
-      this.expAvg.set(name, tf.variable(tf.zeros(p.shape), false));
-      this.expAvgSq.set(name, tf.variable(tf.zeros(p.shape), false));
+      // in a tidy: tf.variable keeps its own reference to the zeros, the temporary handle goes
+      tf.tidy(() => {
+        this.expAvg.set(name, tf.variable(tf.zeros(p.shape), false));
+        this.expAvgSq.set(name, tf.variable(tf.zeros(p.shape), false));
+      });
     }
   }
 

@@ -1,4 +1,4 @@
-// The two convolution-gradient kernels training needs on the wasm backend (tfjs-backend-wasm 4.22), written as
+// The kernels training needs on the wasm backend (tfjs-backend-wasm 4.22), written as
 // forward convolutions, which wasm runs on XNNPACK. Measured on [16,32,32,32] 3x3 32->32 (forward 7.5 ms):
 // - Conv2DBackpropFilter is not registered for wasm at all (any conv weight gradient fails there). As a conv:
 //   dW[i, j, ci, co] = sum_{n,p,q} xpad[n, i + s p, j + s q, ci] dy[n, p, q, co]
@@ -7,7 +7,9 @@
 // - Conv2DBackpropInput exists but is a plain single-thread loop (80 ms). As a conv: dx = dy, zero-dilated by the
 //   stride, convolved (stride 1) with the filter flipped in space and with in/out channels swapped,
 //   padded by k - 1 - pad: 17 ms.
-// Both are exact reformulations (same sums, another order): they match the cpu kernels to float32 rounding.
+// - UnsortedSegmentSum (the gradient of tf.gather, i.e. of every embedding table) is not registered for wasm: it
+//   is a ScatterNd of the rows onto their segment ids, which sums rows sharing an id.
+// All are exact reformulations (same sums, another order): they match the cpu kernels to float32 rounding.
 import * as tf from "@tensorflow/tfjs";
 
 type Pad = "same" | "valid" | number | tf.backend_util.ExplicitPadding;
@@ -99,6 +101,13 @@ const FILTER = composite("Conv2DBackpropFilter", (i, a) =>
 const INPUT = composite("Conv2DBackpropInput", (i, a) =>
   conv2dBackpropInputViaConv(a.inputShape as Shape4, i.dy as tf.Tensor4D, i.filter as tf.Tensor4D, a as unknown as ConvGradAttrs));
 
+const SEGMENT_SUM = composite("UnsortedSegmentSum", (i, a) => {
+  const x = i.x;
+  const ids = tf.reshape(tf.cast(i.segmentIds, "int32"), [-1, 1]);
+  if (ids.shape[0] !== x.shape[0]) throw new Error(`UnsortedSegmentSum (kit wasm kernel): ${ids.shape[0]} segment ids for ${x.shape[0]} rows; only 1-D segment ids are supported`);
+  return tf.scatterND(ids, x, [a.numSegments as number, ...x.shape.slice(1)]);
+});
+
 let builtinInput: tf.KernelConfig | undefined;
 let installed = false;
 
@@ -114,6 +123,7 @@ export function registerWasmTrainingKernels(): void {
   if (tf.getKernel("Conv2DBackpropFilter", "wasm")) tf.unregisterKernel("Conv2DBackpropFilter", "wasm");
   tf.registerKernel(FILTER);
   tf.registerKernel(INPUT);
+  if (!tf.getKernel("UnsortedSegmentSum", "wasm")) tf.registerKernel(SEGMENT_SUM);
   installed = true;
 }
 
@@ -122,6 +132,7 @@ export function unregisterWasmTrainingKernels(): void {
   if (!installed) return;
   tf.unregisterKernel("Conv2DBackpropFilter", "wasm");
   tf.unregisterKernel("Conv2DBackpropInput", "wasm");
+  if (tf.getKernel("UnsortedSegmentSum", "wasm")?.kernelFunc === SEGMENT_SUM.kernelFunc) tf.unregisterKernel("UnsortedSegmentSum", "wasm");
   if (builtinInput) tf.registerKernel(builtinInput);
   installed = false;
 }

@@ -1,0 +1,146 @@
+// The recipes of the small text-to-image model (datasets/sd-tiny): its AutoencoderKL ("sd-tiny-vae"), then its
+// UNet2DConditionModel + CLIPTextModel ("sd-tiny", on latents of the trained VAE) and the style LoRA
+// ("sd-tiny-lora-stripes", on the trained pipeline). Each recipe builds a trainer, samples pictures during training
+// and exports what it made in diffusers' layout. Read by scripts/train.mjs.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { shapes } from "../datasets/generators/shapes.mjs";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const SD15 = path.join(root, "..", "shared", "fixtures", "configs", "stable-diffusion-v1-5");
+// the real CLIP tokenizer files (openai/clip-vit-large-patch14's vocab and merges, as in every SD 1.x repo)
+const TOKENIZER_DIR = path.join(root, "datasets", "sd-tiny-random", "tokenizer");
+export const SD_TINY_DIR = path.join(root, "datasets", "sd-tiny");
+const PROMPTS = ["a red circle", "a blue square on a yellow background", "two green triangles", "a white circle on a black background",
+  "three yellow squares on a purple background", "an orange triangle on a blue background", "two purple circles", "a black square on a white background"];
+
+/** Pictures k*B ... k*B + B - 1 of the shapes stream (seed 0), in [-1, 1], with their captions. */
+function shapesBatch(seed, step, batchSize, style) {
+  const { data, captions } = shapes(batchSize, { seed, size: 32, start: step * batchSize, style });
+  for (let i = 0; i < data.length; i++) data[i] = data[i] * 2 - 1;
+  return { pixels: data, captions };
+}
+
+const VAE_CONFIG = {
+  in_channels: 3, out_channels: 3, latent_channels: 4, sample_size: 32, layers_per_block: 1, act_fn: "silu", norm_num_groups: 16,
+  block_out_channels: [32, 64, 64], down_block_types: Array(3).fill("DownEncoderBlock2D"), up_block_types: Array(3).fill("UpDecoderBlock2D"),
+  scaling_factor: 1, force_upcast: true,
+};
+// SD 1.5's UNet config, small: two levels on 8x8 latents, 32-wide text context
+const UNET_CONFIG = {
+  sample_size: 8, in_channels: 4, out_channels: 4, layers_per_block: 2, block_out_channels: [32, 64],
+  down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"], up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
+  cross_attention_dim: 32, attention_head_dim: 4, norm_num_groups: 16, act_fn: "silu", center_input_sample: false,
+  downsample_padding: 1, flip_sin_to_cos: true, freq_shift: 0, mid_block_scale_factor: 1, norm_eps: 1e-5,
+};
+// SD 1.5's text_encoder config (openai/clip-vit-large-patch14's text tower), small: 32 wide, 2 layers
+const TEXT_ENCODER_CONFIG = () => ({
+  ...JSON.parse(fs.readFileSync(path.join(SD15, "text_encoder", "config.json"), "utf8")),
+  _name_or_path: undefined, hidden_size: 32, intermediate_size: 128, num_attention_heads: 4, num_hidden_layers: 2, projection_dim: 32,
+});
+const SD15_SCHEDULER = () => JSON.parse(fs.readFileSync(path.join(SD15, "scheduler", "scheduler_config.json"), "utf8"));
+
+async function loadTokenizer(K) {
+  return K.CLIPTokenizer.fromPretrained(TOKENIZER_DIR);
+}
+
+/** Reconstructions: the top row the pictures, the bottom row the VAE's decoding of their latents. */
+async function reconstructionGrid(K, tf, vae) {
+  const { pixels } = shapesBatch(1, 0, 8, "plain");
+  const { pixels: striped } = shapesBatch(1, 1, 8, "stripes");
+  const x = tf.tensor4d([...pixels, ...striped], [16, 32, 32, 3]);
+  const rec = tf.tidy(() => vae.decode(vae.encode(x).latentDist.mean).sample);
+  const grid = K.imageGrid(tf.tidy(() => tf.clipByValue(tf.div(tf.add(tf.concat([x.slice(0, 8), rec.slice(0, 8), x.slice(8, 8), rec.slice(8, 8)]), 1), 2), 0, 1)), { cols: 8, pad: 1 });
+  const png = await K.toImage(grid, { minSize: 1024 });
+  tf.dispose([x, rec, grid]);
+  return png;
+}
+
+/** One picture per prompt at guidance 1 and 7.5 (rows), 25 DDIM steps. */
+async function promptGrid(K, tf, pipe) {
+  pipe.setProgressBarConfig({ disable: true });
+  const rows = [];
+  for (const g of [1, 7.5]) {
+    const { images } = await pipe.generate({ prompt: PROMPTS, numInferenceSteps: 25, guidanceScale: g, generator: new K.Generator().manualSeed(0), outputType: "np" });
+    rows.push(images);
+  }
+  const all = tf.concat(rows);
+  const grid = K.imageGrid(all, { cols: PROMPTS.length, pad: 1 });
+  const png = await K.toImage(grid, { minSize: 1024 });
+  tf.dispose([...rows, all, grid]);
+  return png;
+}
+
+function writePipelineIndex(dir) {
+  const index = JSON.parse(fs.readFileSync(path.join(SD15, "model_index.json"), "utf8"));
+  Object.assign(index, { feature_extractor: [null, null], safety_checker: [null, null], requires_safety_checker: false });
+  if ("image_encoder" in index) index.image_encoder = [null, null];
+  fs.writeFileSync(path.join(dir, "model_index.json"), JSON.stringify(index, null, 2) + "\n");
+  fs.mkdirSync(path.join(dir, "tokenizer"), { recursive: true });
+  for (const f of ["vocab.json", "merges.txt"]) fs.copyFileSync(path.join(TOKENIZER_DIR, f), path.join(dir, "tokenizer", f));
+  for (const f of ["tokenizer_config.json", "special_tokens_map.json"]) fs.copyFileSync(path.join(SD15, "tokenizer", f), path.join(dir, "tokenizer", f));
+  fs.mkdirSync(path.join(dir, "scheduler"), { recursive: true });
+  fs.writeFileSync(path.join(dir, "scheduler", "scheduler_config.json"), JSON.stringify(SD15_SCHEDULER(), null, 2) + "\n");
+}
+
+export const SD_RECIPES = {
+  "sd-tiny-vae": {
+    description: "the AutoencoderKL of datasets/sd-tiny (32x32 pictures -> 8x8x4 latents) on plain and striped shapes",
+    train: { batchSize: 16, lr: 2e-3, warmupSteps: 50, lrSchedule: "cosine", steps: 700, seed: 0, checkpointEvery: 100, sampleEvery: 100 },
+    build: async (K, tf, o) => {
+      const vae = K.AutoencoderKL.fromConfig(VAE_CONFIG, { init: "random", seed: o.seed + 1 });
+      const trainer = new K.AutoencoderKLTrainer(vae, {
+        batchSize: o.batchSize, lr: o.lr, warmupSteps: o.train.warmupSteps, lrSchedule: o.train.lrSchedule, trainingSteps: o.steps, seed: o.seed,
+        // half plain, half striped pictures (the LoRA's style must be reconstructible too)
+        data: (step, b) => {
+          const h = Math.floor(b / 2);
+          return new Float32Array([...shapesBatch(o.seed, step, h, "plain").pixels, ...shapesBatch(o.seed + 1, step, b - h, "stripes").pixels]);
+        },
+      });
+      return {
+        trainer, what: `AutoencoderKL ${vae.numParameters()} parameters`,
+        sample: () => reconstructionGrid(K, tf, vae),
+        export: (dir) => {
+          // scaling_factor = 1 / std of the latents of 256 pictures (LDM sec. 4.3.2; SD 1.x: 0.18215)
+          const { pixels } = shapesBatch(2, 0, 256, "plain");
+          const x = tf.tensor4d(pixels, [256, 32, 32, 3]);
+          const s = K.latentScalingFactor(vae, x);
+          x.dispose();
+          vae.config.scaling_factor = Number(s.toPrecision(5));
+          vae.savePretrained(path.join(dir, "vae"));
+          console.log(`vae/ saved with scaling_factor ${vae.config.scaling_factor}`);
+        },
+      };
+    },
+  },
+  "sd-tiny": {
+    description: "the UNet2DConditionModel + CLIPTextModel of datasets/sd-tiny on captioned shapes (10% empty captions), with its trained VAE",
+    train: { batchSize: 32, lr: 1e-3, warmupSteps: 100, lrSchedule: "cosine", steps: 3000, seed: 0, checkpointEvery: 100, sampleEvery: 250 },
+    build: async (K, tf, o) => {
+      const vaeDir = path.join(o.vaeFrom ?? SD_TINY_DIR, "vae");
+      if (!fs.existsSync(vaeDir)) throw new Error(`sd-tiny: no trained VAE in ${vaeDir}; run \`npm run train -- sd-tiny-vae --export datasets/sd-tiny\` first`);
+      const vae = await K.AutoencoderKL.fromPretrained(vaeDir);
+      const unet = K.UNet2DConditionModel.fromConfig(UNET_CONFIG, { init: "random", seed: o.seed + 1 });
+      const textEncoder = K.CLIPTextModel.fromConfig(TEXT_ENCODER_CONFIG(), { init: "random", seed: o.seed + 2 });
+      const tokenizer = await loadTokenizer(K);
+      const noiseScheduler = K.DDPMScheduler.fromConfig(SD15_SCHEDULER());
+      const trainer = new K.TextToImageTrainer({ unet, vae, textEncoder, tokenizer, noiseScheduler }, {
+        batchSize: o.batchSize, lr: o.lr, warmupSteps: o.train.warmupSteps, lrSchedule: o.train.lrSchedule, trainingSteps: o.steps, seed: o.seed,
+        proportionEmptyPrompts: 0.1, data: (step, b) => shapesBatch(o.seed, step, b, "plain"),
+      });
+      const pipeline = () => new K.StableDiffusionPipeline({ vae, textEncoder, tokenizer, unet, scheduler: K.DDIMScheduler.fromConfig(SD15_SCHEDULER()) });
+      return {
+        trainer, what: `UNet2DConditionModel ${unet.numParameters()} + CLIPTextModel ${textEncoder.numParameters()} parameters`,
+        sample: () => promptGrid(K, tf, pipeline()),
+        export: (dir) => {
+          fs.mkdirSync(dir, { recursive: true });
+          writePipelineIndex(dir);
+          unet.savePretrained(path.join(dir, "unet"));
+          textEncoder.savePretrained(path.join(dir, "text_encoder"));
+          if (path.resolve(dir) !== path.resolve(path.dirname(vaeDir))) vae.savePretrained(path.join(dir, "vae"));
+        },
+      };
+    },
+  },
+};

@@ -24,13 +24,13 @@ function shapesBatch(seed, step, batchSize, style) {
 
 const VAE_CONFIG = {
   in_channels: 3, out_channels: 3, latent_channels: 4, sample_size: 32, layers_per_block: 1, act_fn: "silu", norm_num_groups: 16,
-  block_out_channels: [32, 64, 64], down_block_types: Array(3).fill("DownEncoderBlock2D"), up_block_types: Array(3).fill("UpDecoderBlock2D"),
+  block_out_channels: [32, 64], down_block_types: Array(2).fill("DownEncoderBlock2D"), up_block_types: Array(2).fill("UpDecoderBlock2D"),
   scaling_factor: 1, force_upcast: true,
 };
-// SD 1.5's UNet config, small: two levels on 8x8 latents, 32-wide text context
+// SD 1.5's UNet config, small: three levels on 16x16 latents (cross-attention at 8x8 and 4x4), 32-wide text context
 const UNET_CONFIG = {
-  sample_size: 8, in_channels: 4, out_channels: 4, layers_per_block: 2, block_out_channels: [32, 64],
-  down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"], up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
+  sample_size: 16, in_channels: 4, out_channels: 4, layers_per_block: 1, block_out_channels: [32, 64, 64],
+  down_block_types: ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], up_block_types: ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
   cross_attention_dim: 32, attention_head_dim: 4, norm_num_groups: 16, act_fn: "silu", center_input_sample: false,
   downsample_padding: 1, flip_sin_to_cos: true, freq_shift: 0, mid_block_scale_factor: 1, norm_eps: 1e-5,
 };
@@ -86,8 +86,8 @@ function writePipelineIndex(dir) {
 
 export const SD_RECIPES = {
   "sd-tiny-vae": {
-    description: "the AutoencoderKL of datasets/sd-tiny (32x32 pictures -> 8x8x4 latents) on plain and striped shapes",
-    train: { batchSize: 16, lr: 2e-3, warmupSteps: 50, lrSchedule: "cosine", steps: 700, seed: 0, checkpointEvery: 100, sampleEvery: 100 },
+    description: "the AutoencoderKL of datasets/sd-tiny (32x32 pictures -> 16x16x4 latents) on plain and striped shapes",
+    train: { batchSize: 16, lr: 2e-3, warmupSteps: 50, lrSchedule: "cosine", steps: 800, seed: 0, checkpointEvery: 100, sampleEvery: 100 },
     build: async (K, tf, o) => {
       const vae = K.AutoencoderKL.fromConfig(VAE_CONFIG, { init: "random", seed: o.seed + 1 });
       const trainer = new K.AutoencoderKLTrainer(vae, {
@@ -116,7 +116,7 @@ export const SD_RECIPES = {
   },
   "sd-tiny": {
     description: "the UNet2DConditionModel + CLIPTextModel of datasets/sd-tiny on captioned shapes (10% empty captions), with its trained VAE",
-    train: { batchSize: 32, lr: 1e-3, warmupSteps: 100, lrSchedule: "cosine", steps: 3000, seed: 0, checkpointEvery: 100, sampleEvery: 250 },
+    train: { batchSize: 24, lr: 1e-3, warmupSteps: 100, lrSchedule: "cosine", steps: 2200, seed: 0, checkpointEvery: 100, sampleEvery: 200 },
     build: async (K, tf, o) => {
       const vaeDir = path.join(o.vaeFrom ?? SD_TINY_DIR, "vae");
       if (!fs.existsSync(vaeDir)) throw new Error(`sd-tiny: no trained VAE in ${vaeDir}; run \`npm run train -- sd-tiny-vae --export datasets/sd-tiny\` first`);
@@ -142,5 +142,34 @@ export const SD_RECIPES = {
         },
       };
     },
+  },
+};
+
+// The style LoRA: rank-4 adapters on every attention projection of the trained UNet (train_text_to_image_lora.py's
+// targets), trained on the same captions with striped pictures, so that loading it turns shapes striped.
+SD_RECIPES["sd-tiny-lora-stripes"] = {
+  description: "a rank-4 LoRA on datasets/sd-tiny's UNet attention that draws the shapes striped (both LoRA file formats)",
+  train: { batchSize: 32, lr: 1e-3, warmupSteps: 20, lrSchedule: "constant_with_warmup", steps: 400, seed: 0, checkpointEvery: 50, sampleEvery: 100 },
+  build: async (K, tf, o) => {
+    if (!fs.existsSync(path.join(SD_TINY_DIR, "unet"))) throw new Error(`sd-tiny-lora-stripes: no trained model in ${SD_TINY_DIR}; train sd-tiny-vae and sd-tiny first`);
+    const pipe = await K.StableDiffusionPipeline.fromPretrained(SD_TINY_DIR);
+    const { unet, vae, textEncoder, tokenizer } = pipe;
+    pipe.scheduler = K.DDIMScheduler.fromConfig(pipe.scheduler.config);
+    const params = K.addLoraAdapter(unet, "stripes", { rank: 4, alpha: 4, targetModules: K.UNET_LORA_TARGET_MODULES, seed: o.seed });
+    const noiseScheduler = K.DDPMScheduler.fromConfig(SD15_SCHEDULER());
+    const trainer = new K.TextToImageTrainer({ unet, vae, textEncoder, tokenizer, noiseScheduler }, {
+      batchSize: o.batchSize, lr: o.lr, warmupSteps: o.train.warmupSteps, lrSchedule: o.train.lrSchedule, trainingSteps: o.steps, seed: o.seed,
+      proportionEmptyPrompts: 0, trainable: K.parameterWeights(params), data: (step, b) => shapesBatch(o.seed + 7, step, b, "stripes"),
+    });
+    return {
+      trainer, what: `LoRA rank 4 on ${params.length / 2} attention projections (${params.reduce((n, [, p]) => n + p.numel, 0)} parameters; UNet, VAE, CLIP frozen)`,
+      sample: () => promptGrid(K, tf, pipe),
+      export: (dir) => {
+        fs.mkdirSync(dir, { recursive: true });
+        const a = K.saveLoraWeights(path.join(dir, "pytorch_lora_weights.safetensors"), { unet }, { adapterName: "stripes", format: "diffusers" });
+        const b = K.saveLoraWeights(path.join(dir, "stripes.kohya.safetensors"), { unet }, { adapterName: "stripes", format: "kohya" });
+        console.log(`saved ${a} and ${b}`);
+      },
+    };
   },
 };

@@ -72,13 +72,13 @@ function inside(kind, o, x, y) {
 export function renderShapes(index, { seed = 0, size = 32, supersample = 4, style = "plain", out, offset = 0 } = {}) {
   if (style !== "plain" && style !== "stripes") throw new Error(`shapes: unknown style "${style}"; use "plain" or "stripes"`);
   const p = shapeParams(index, seed);
-  // stripes: bands 0.12 picture widths apart, alternating the fill with a light version of it
+  // stripes: bands 0.16 picture widths apart, alternating the fill with a light version of it
   const light = p.fill.map((v) => 0.45 * v + 0.55);
   const ca = Math.cos(p.stripeAngle), sa = Math.sin(p.stripeAngle);
   rasterize((x, y) => {
     for (const o of p.items) {
       if (inside(p.kind, o, x, y)) {
-        if (style === "stripes" && (((x * ca + y * sa) / 0.12 + p.stripePhase) % 1 + 1) % 1 < 0.5) return light;
+        if (style === "stripes" && (((x * ca + y * sa) / 0.16 + p.stripePhase) % 1 + 1) % 1 < 0.5) return light;
         return p.fill;
       }
     }

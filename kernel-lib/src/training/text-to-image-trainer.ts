@@ -6,7 +6,10 @@
 //       classifier-free guidance needs (Ho & Salimans 2022, sec. 3.2)
 //   L = mean || eps - eps_theta(sqrt(abar_t) latents + sqrt(1 - abar_t) eps, t, c) ||^2      (DDPM eq. 14)
 // Unlike SD, which keeps CLIP frozen, the text encoder here learns too (a tiny model has no pretrained CLIP).
+import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
+import { saveSafetensors } from "../io/safetensors.js";
+import { loadStateDictFile } from "../models/modeling-utils.js";
 import type { Generator } from "../random/generator.js";
 import type { Parameter } from "../models/module.js";
 import type { ModelMixin } from "../models/modeling-utils.js";
@@ -48,6 +51,26 @@ export interface TextToImageTrainerOptions extends TrainerOptions {
   trainable?: "unet+text_encoder" | "unet" | TrainableWeights;
   /** EMA of the UNet (diffusers' --use_ema); default none */
   ema?: EMAModelOptions | false;
+}
+
+/**
+ * TrainableWeights for a list of parameters (a LoRA adapter's): checkpoints keep them, by name and in the kit's
+ * layout, in `<checkpoint>/adapter_weights.safetensors` (the finished adapter is saved with saveLoraWeights).
+ */
+export function parameterWeights(params: [string, Parameter][], fileName = "adapter_weights.safetensors"): TrainableWeights {
+  return {
+    params,
+    save: (dir) => saveSafetensors(path.join(dir, fileName), Object.fromEntries(params.map(([n, p]) => [n, p.value]))),
+    load: (dir) => {
+      const file = path.join(dir, fileName);
+      const saved = loadStateDictFile(file);
+      for (const [n, p] of params) {
+        const raw = saved.get(n);
+        if (!raw) throw new Error(`${file} has no tensor "${n}": it was written for other adapter weights`);
+        tf.tidy(() => p.set(tf.tensor(raw.data as Float32Array, raw.shape, "float32")));
+      }
+    },
+  };
 }
 
 const prefixed = (prefix: string, params: [string, Parameter][]): [string, Parameter][] => params.map(([n, p]) => [`${prefix}.${n}`, p]);

@@ -1,0 +1,106 @@
+// The captioned-shapes dataset (datasets/generators/shapes.mjs) and the small text-to-image model trained on it
+// (datasets/sd-tiny, with its style LoRA datasets/sd-tiny-lora-stripes): the pipeline loads from the
+// stable-diffusion folder layout with SD 1.5's configs and the real CLIP tokenizer files, generates without leaking,
+// follows the prompt under classifier-free guidance (a red circle is redder at guidance 7 than 1), and the LoRA,
+// in both file formats, changes the pictures the same way.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import * as tf from "@tensorflow/tfjs";
+import { StableDiffusionPipeline } from "../src/pipelines/pipeline-stable-diffusion.js";
+import { DiffusionPipeline } from "../src/pipelines/diffusion-pipeline.js";
+import { DDIMScheduler } from "../src/schedulers/scheduling-ddim.js";
+import { Generator } from "../src/random/generator.js";
+// @ts-expect-error plain JavaScript module without type declarations
+import { shapes, shapeParams, COLOURS } from "../../datasets/generators/shapes.mjs";
+
+const DATASETS = path.resolve(__dirname, "../../datasets");
+const MODEL = path.join(DATASETS, "sd-tiny");
+const LORA = path.join(DATASETS, "sd-tiny-lora-stripes");
+const SD15 = path.resolve(__dirname, "../../../shared/fixtures/configs/stable-diffusion-v1-5");
+const S = 32;
+const D = S * S * 3;
+
+type Shapes = (n: number, o?: { seed?: number; size?: number; start?: number; style?: string }) => { data: Float32Array; shape: number[]; captions: string[] };
+const make = shapes as Shapes;
+
+/** Share of pixels within 0.3 (per channel) of a colour: how much of the picture has it. */
+function share(pixels: Float32Array, rgb: number[], from = 0, count = pixels.length / 3): number {
+  let n = 0;
+  for (let i = from; i < from + count; i++) {
+    if (Math.abs(pixels[3 * i] - rgb[0]) < 0.3 && Math.abs(pixels[3 * i + 1] - rgb[1]) < 0.3 && Math.abs(pixels[3 * i + 2] - rgb[2]) < 0.3) n++;
+  }
+  return n / count;
+}
+
+describe("shapes generator", () => {
+  it("is deterministic per (seed, index); captions name the count, colour, shape and (mostly) the background", () => {
+    const a = make(6, { seed: 3, start: 10 });
+    expect(a.shape).toEqual([6, S, S, 3]);
+    expect(Array.from(make(1, { seed: 3, start: 12 }).data)).toEqual(Array.from(a.data.subarray(2 * D, 3 * D)));
+    expect(a.data.every((v) => v >= 0 && v <= 1)).toBe(true);
+    const { captions } = make(200, { seed: 0 });
+    for (const c of captions) expect(c).toMatch(/^(a|an|two|three) (red|green|blue|yellow|purple|orange|white|black) (circle|square|triangle)s?( on an? (red|green|blue|yellow|purple|orange|white|black) background)?$/);
+    expect(captions.filter((c) => c.includes("background")).length / 200).toBeGreaterThan(0.55);
+    // the picture shows what the caption says: the named colour covers some of it, the background most of it
+    for (let i = 0; i < 20; i++) {
+      const p = shapeParams(i, 0);
+      expect(share(make(1, { seed: 0, start: i }).data, COLOURS[p.colour])).toBeGreaterThan(0.03);
+      expect(share(make(1, { seed: 0, start: i }).data, COLOURS[p.background])).toBeGreaterThan(0.4);
+    }
+  });
+
+  it("draws the same pictures striped with style 'stripes' (same captions, same background)", () => {
+    const plain = make(8, { seed: 1 });
+    const striped = make(8, { seed: 1, style: "stripes" });
+    expect(striped.captions).toEqual(plain.captions);
+    let changed = 0;
+    for (let i = 0; i < plain.data.length; i++) if (Math.abs(plain.data[i] - striped.data[i]) > 0.05) changed++;
+    expect(changed / plain.data.length).toBeGreaterThan(0.02);
+    expect(() => make(1, { style: "dots" })).toThrow(/unknown style "dots"/);
+  });
+});
+
+describe("datasets/sd-tiny (trained text-to-image model)", () => {
+  let pipe: StableDiffusionPipeline;
+  beforeAll(async () => {
+    pipe = await DiffusionPipeline.fromPretrained<StableDiffusionPipeline>(MODEL);
+    pipe.scheduler = DDIMScheduler.fromConfig(pipe.scheduler.config);
+    pipe.setProgressBarConfig({ disable: true });
+  });
+
+  it("is a stable-diffusion folder: SD 1.5's model_index, scheduler and tokenizer configs, the real CLIP files, a card, < 20 MB", () => {
+    const index = JSON.parse(fs.readFileSync(path.join(MODEL, "model_index.json"), "utf8"));
+    const sd15 = JSON.parse(fs.readFileSync(path.join(SD15, "model_index.json"), "utf8"));
+    for (const k of ["_class_name", "text_encoder", "tokenizer", "unet", "vae", "scheduler"]) expect(index[k], k).toEqual(sd15[k]);
+    expect(JSON.parse(fs.readFileSync(path.join(MODEL, "scheduler/scheduler_config.json"), "utf8"))).toEqual(JSON.parse(fs.readFileSync(path.join(SD15, "scheduler/scheduler_config.json"), "utf8")));
+    expect(fs.readFileSync(path.join(MODEL, "tokenizer/vocab.json"))).toEqual(fs.readFileSync(path.join(DATASETS, "sd-tiny-random/tokenizer/vocab.json")));
+    const vocab = JSON.parse(fs.readFileSync(path.resolve(SD15, "../../tokenizer/vocab.json"), "utf8"));
+    expect(pipe.tokenizer.encode("a red circle").inputIds[0]).toEqual(["<|startoftext|>", "a</w>", "red</w>", "circle</w>", "<|endoftext|>"].map((t) => vocab[t]));
+    const bytes = (d: string): number => fs.readdirSync(d, { withFileTypes: true }).reduce((s, e) => s + (e.isDirectory() ? bytes(path.join(d, e.name)) : fs.statSync(path.join(d, e.name)).size), 0);
+    expect(bytes(MODEL)).toBeLessThan(20 * 2 ** 20);
+    expect(fs.readFileSync(path.join(MODEL, "README.md"), "utf8")).toMatch(/npm run train -- sd-tiny/);
+    expect(pipe.vaeScaleFactor).toBe(4);
+  });
+
+  it("generates 32x32 pictures without leaking tensors", async () => {
+    const n0 = tf.memory().numTensors;
+    const { images } = await pipe.generate({ prompt: "two yellow triangles", numInferenceSteps: 4, guidanceScale: 7, generator: new Generator().manualSeed(0), outputType: "np" });
+    expect(images.shape).toEqual([1, S, S, 3]);
+    images.dispose();
+    expect(tf.memory().numTensors).toBe(n0);
+  });
+
+  it("follows the prompt under classifier-free guidance: 'a red circle' is redder at guidance 7 than at 1", async () => {
+    const red = COLOURS.red as number[];
+    const redShare = async (g: number) => {
+      const { images } = await pipe.generate({ prompt: Array(8).fill("a red circle"), numInferenceSteps: 20, guidanceScale: g, generator: new Generator().manualSeed(1), outputType: "np" });
+      const v = share(images.dataSync() as Float32Array, red);
+      images.dispose();
+      return v;
+    };
+    const [g1, g7] = [await redShare(1), await redShare(7)];
+    expect(g7, `red share of the pictures: guidance 1 ${g1.toFixed(3)}, guidance 7 ${g7.toFixed(3)}`).toBeGreaterThan(g1 * 1.3);
+    expect(g7).toBeGreaterThan(0.05);
+  }, 120_000);
+});

@@ -87,7 +87,7 @@ function writePipelineIndex(dir) {
 export const SD_RECIPES = {
   "sd-tiny-vae": {
     description: "the AutoencoderKL of datasets/sd-tiny (32x32 pictures -> 16x16x4 latents) on plain and striped shapes",
-    train: { batchSize: 16, lr: 2e-3, warmupSteps: 50, lrSchedule: "cosine", steps: 800, seed: 0, checkpointEvery: 100, sampleEvery: 100 },
+    train: { batchSize: 16, lr: 2e-3, warmupSteps: 50, lrSchedule: "cosine", steps: 550, seed: 0, checkpointEvery: 100, sampleEvery: 100 },
     build: async (K, tf, o) => {
       const vae = K.AutoencoderKL.fromConfig(VAE_CONFIG, { init: "random", seed: o.seed + 1 });
       const trainer = new K.AutoencoderKLTrainer(vae, {
@@ -116,7 +116,7 @@ export const SD_RECIPES = {
   },
   "sd-tiny": {
     description: "the UNet2DConditionModel + CLIPTextModel of datasets/sd-tiny on captioned shapes (10% empty captions), with its trained VAE",
-    train: { batchSize: 24, lr: 1e-3, warmupSteps: 100, lrSchedule: "cosine", steps: 2200, seed: 0, checkpointEvery: 100, sampleEvery: 200 },
+    train: { batchSize: 32, lr: 1e-3, warmupSteps: 100, lrSchedule: "cosine", steps: 1500, seed: 0, checkpointEvery: 100, sampleEvery: 250 },
     build: async (K, tf, o) => {
       const vaeDir = path.join(o.vaeFrom ?? SD_TINY_DIR, "vae");
       if (!fs.existsSync(vaeDir)) throw new Error(`sd-tiny: no trained VAE in ${vaeDir}; run \`npm run train -- sd-tiny-vae --export datasets/sd-tiny\` first`);

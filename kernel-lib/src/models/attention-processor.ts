@@ -7,6 +7,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { Module, ModuleList } from "./module.js";
 import { GroupNorm, Linear } from "./layers.js";
+import { useHeapViewSlice } from "./wasm-slice.js";
 
 export interface AttentionOptions {
   /** Channels of encoder_hidden_states; undefined for self-attention. */
@@ -30,6 +31,10 @@ export interface AttentionOptions {
  * softmax(q k^T * scale) v for each (batch item, head), with q [B*Lq, heads*d], k and v [B*Lk, heads*d]
  * (rows grouped by batch item, columns by head). Runs as 2-D matMuls per (batch, head): on wasm these use
  * XNNPACK while a batched rank-3 matMul or a transposed operand falls back to a naive loop (~35x slower).
+ * q, k and v are first laid out head-major by one transpose each (q and v as [B*heads*L, d], k already transposed
+ * as [B*heads*d, Lk]), so every pair's operands are contiguous row blocks (a plain copy; a column block of the
+ * token-major layout is a row-by-row gather, and k^T would be one more transpose per pair); the pairs' outputs are
+ * joined the same way (one concat of row blocks, one transpose back to [B*Lq, heads*dv]).
  * The scale is applied to q (same product as torch's baddbmm alpha, on the smaller tensor).
  * `mask` (optional) is added to the scores before the softmax: [Lq, Lk] for every item, or [B, Lq, Lk];
  * a row count of 1 ([1, Lk] / [B, 1, Lk], diffusers' key-padding bias) is broadcast over the queries.
@@ -49,14 +54,20 @@ export function scaledDotProductAttention(
   mask?: tf.Tensor2D | tf.Tensor3D,
   sliceSize: number | null = null,
 ): tf.Tensor2D {
+  useHeapViewSlice();
   return tf.tidy(() => {
     const lq = q.shape[0] / batch;
     const lk = k.shape[0] / batch;
     const d = q.shape[1] / heads;
     const dv = v.shape[1] / heads;
-    const qs = tf.mul(q, scale) as tf.Tensor2D;
-    const whole = batch === 1 && heads === 1;
     const pairs = batch * heads;
+    // [B*L, heads*e] -> [B, heads, L, e] (perm [0, 2, 1, 3]) or, for k^T, [B, heads, e, L] (perm [0, 2, 3, 1])
+    const headMajor = (t: tf.Tensor2D, l: number, e: number, perm: number[]): tf.Tensor2D =>
+      heads === 1 && perm[2] === 1 ? t : (tf.reshape(tf.transpose(tf.reshape(t, [batch, l, heads, e]), perm), [-1, perm[2] === 1 ? e : l]) as tf.Tensor2D);
+    const qh = headMajor(tf.mul(q, scale) as tf.Tensor2D, lq, d, [0, 2, 1, 3]); // [pairs*lq, d]
+    const kt = headMajor(k, lk, d, [0, 2, 3, 1]); // [pairs*d, lk]
+    const vh = headMajor(v, lk, dv, [0, 2, 1, 3]); // [pairs*lk, dv]
+    const block = (t: tf.Tensor2D, p: number, rows: number): tf.Tensor2D => (pairs === 1 ? t : tf.slice(t, [p * rows, 0], [rows, t.shape[1]]));
     const step = sliceSize === null ? pairs : Math.max(1, Math.min(sliceSize, pairs));
     const mRows = mask === undefined ? 0 : mask.shape[mask.rank - 2];
     const maskOf = (b: number): tf.Tensor2D | null =>
@@ -68,29 +79,19 @@ export function scaledDotProductAttention(
         ...tf.tidy(() => {
           const ids = Array.from({ length: end - start }, (_, i) => start + i);
           const scores = ids.map((p) => {
-            const b = Math.floor(p / heads), h = p % heads;
-            const qh = whole ? qs : tf.slice(qs, [b * lq, h * d], [lq, d]);
-            const kh = whole ? k : tf.slice(k, [b * lk, h * d], [lk, d]);
-            const s = tf.matMul(qh, tf.transpose(kh)); // [lq, lk]
-            const m = maskOf(b);
+            const s = tf.matMul(block(qh, p, lq), block(kt, p, d)); // [lq, lk]
+            const m = maskOf(Math.floor(p / heads));
             return m === null ? s : tf.add(s, m);
           });
           const probs = scores.map((s) => tf.softmax(s));
           tf.dispose(scores);
-          return ids.map((p, i) => {
-            const b = Math.floor(p / heads), h = p % heads;
-            const vh = whole ? v : tf.slice(v, [b * lk, h * dv], [lk, dv]);
-            return tf.matMul(probs[i], vh) as tf.Tensor2D; // [lq, dv]
-          });
+          return ids.map((p, i) => tf.matMul(probs[i], block(vh, p, lk)) as tf.Tensor2D); // [lq, dv]
         }),
       );
     }
-    const rows: tf.Tensor2D[] = [];
-    for (let b = 0; b < batch; b++) {
-      const mine = outs.slice(b * heads, (b + 1) * heads);
-      rows.push(mine.length === 1 ? mine[0] : tf.concat(mine, 1));
-    }
-    return rows.length === 1 ? rows[0] : tf.concat(rows, 0);
+    const out = outs.length === 1 ? outs[0] : tf.concat(outs, 0); // [B*heads*lq, dv]
+    if (heads === 1) return out;
+    return tf.reshape(tf.transpose(tf.reshape(out, [batch, heads, lq, dv]), [0, 2, 1, 3]), [batch * lq, heads * dv]) as tf.Tensor2D;
   });
 }
 

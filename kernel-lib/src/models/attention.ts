@@ -7,6 +7,7 @@ import * as tf from "@tensorflow/tfjs";
 import { Module, ModuleList } from "./module.js";
 import { LayerNorm, Linear, gelu, geluTanh, quickGelu } from "./layers.js";
 import { Attention, type AttentionForwardOptions } from "./attention-processor.js";
+import { useHeapViewSlice } from "./wasm-slice.js";
 
 /** GELU: proj = Linear(dim_in, dim_out), then gelu (exact erf, or "tanh"). */
 export class GELU extends Module {
@@ -34,7 +35,10 @@ export class GEGLU extends Module {
     return tf.tidy(() => {
       // freed as soon as used: at 64x64 latents (8192 tokens x 2560) each of these is 84 MB
       const proj = this.proj.forward(x);
-      const [h, gate] = tf.split(proj, 2, 1);
+      useHeapViewSlice(); // the two halves as slices (tf.split on wasm copies all of proj once per half)
+      const [rows, cols] = proj.shape;
+      const h = tf.slice(proj, [0, 0], [rows, cols / 2]);
+      const gate = tf.slice(proj, [0, cols / 2], [rows, cols / 2]);
       proj.dispose();
       const g = gelu(gate);
       gate.dispose();

@@ -9,11 +9,18 @@
 // - Reductions over non-innermost axes transpose the whole tensor first (slow); avgPool over the full
 //   H x W window reduces NHWC spatially in one fast pass, so GroupNorm uses it.
 // - XNNPACK also keeps the packed copy of every conv filter / matMul right operand it has run until that
-//   tensor is disposed: twice the weights' memory. setKeepPackedWeights(false) runs Conv2d and Linear on a
-//   throw-away copy of the weight instead (freed with its packing after the call): weights + one layer, which
-//   is what lets SD 1.5's UNet (3.2 GiB of float32) run inside wasm's 4 GiB heap. Costs a copy + re-pack per call.
+//   tensor is disposed: twice the weights' memory. setKeepPackedWeights(false) keeps weights + one layer, which
+//   is what lets SD 1.5's UNet (3.2 GiB of float32) run inside wasm's 4 GiB heap: each call hands XNNPACK a
+//   throw-away copy of the *bias* (zeros when the layer has none). tfjs-wasm keys its packed operator on
+//   (weight, bias) and frees it when either tensor is disposed, so the packing is freed with that copy, and the
+//   weight itself is not copied (tfjs-wasm still lists each call's operator key under the weight, a few dozen
+//   bytes per call until the weight is disposed; copying the weight instead listed it under the bias alike). The re-pack per call is the cost (XNNPACK packs a matMul weight in one pass;
+//   a conv filter is first transposed by a naive strided loop, ~2-3x slower), so there 1x1 convs run as the
+//   matMul they are, and k x k convs whose weight outweighs their im2col matrix (SD's 8x8 and 16x16 levels) as
+//   im2col + one matMul (the same sums in another order).
 import * as tf from "@tensorflow/tfjs";
 import { Module, type Parameter } from "./module.js";
+import { useHeapViewSlice } from "./wasm-slice.js";
 
 let keepPackedWeights = true;
 
@@ -26,10 +33,18 @@ export function getKeepPackedWeights(): boolean {
   return keepPackedWeights;
 }
 
-/** A weight as a conv / matMul operand: itself, or a copy freed by the caller's tidy when packed weights are not kept. */
-function weightOperand(p: Parameter): tf.Tensor {
-  return keepPackedWeights ? p.value : tf.clone(p.value);
+/**
+ * The bias operand of a conv / matMul: the layer's own (its packing stays cached with the weight), or, when packed
+ * weights are not kept, a fresh copy (zeros without a bias: adding 0 changes nothing) that the caller's tidy
+ * frees, and with it the operator XNNPACK packed for this call.
+ */
+function biasOperand(bias: Parameter | null, size: number): tf.Tensor1D | undefined {
+  if (keepPackedWeights) return bias?.value as tf.Tensor1D | undefined;
+  return (bias ? tf.clone(bias.value) : tf.zeros([size])) as tf.Tensor1D;
 }
+
+/** im2col pays off over a re-packed conv when the weight is this many times larger than the im2col matrix. */
+const IM2COL_MIN_WEIGHT_RATIO = 2;
 
 /**
  * An extra term a layer adds to its own output: LoRA's low-rank side path (lora/lora-layer.ts). It gets the layer's
@@ -65,15 +80,41 @@ export class Conv2d extends Module {
 
   forward(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
-      const y = tf.fused.conv2d({
-        x,
-        filter: weightOperand(this.weight) as tf.Tensor4D,
-        strides: this.opts.stride ?? 1,
-        pad: this.pad,
-        bias: this.bias?.value,
-      });
+      const y = keepPackedWeights ? this.conv(x) : this.repackedConv(x);
       return this.outputHook ? this.outputHook.addTo(x, y) : y;
     });
+  }
+
+  private conv(x: tf.Tensor4D, bias = biasOperand(this.bias, this.outChannels)): tf.Tensor4D {
+    return tf.fused.conv2d({ x, filter: this.weight.value as tf.Tensor4D, strides: this.opts.stride ?? 1, pad: this.pad, bias });
+  }
+
+  /** The conv when XNNPACK re-packs the weight at every call (setKeepPackedWeights(false)): see the notes above. */
+  private repackedConv(x: tf.Tensor4D): tf.Tensor4D {
+    const k = this.kernelSize;
+    const s = this.opts.stride ?? 1;
+    const [n, h, w, cin] = x.shape;
+    const bias = biasOperand(this.bias, this.outChannels);
+    const [pt, pb, pl, pr] = typeof this.pad === "number" ? [this.pad, this.pad, this.pad, this.pad] : [...this.pad[1], ...this.pad[2]];
+    const ho = Math.floor((h + pt + pb - k) / s) + 1;
+    const wo = Math.floor((w + pl + pr - k) / s) + 1;
+    const rows = n * ho * wo;
+    if (k === 1 && s === 1 && pt + pb + pl + pr === 0) {
+      // a 1x1 conv is y[p] = x[p] W + b for every pixel p: one matMul over the pixels
+      const y = tf.fused.matMul({ a: tf.reshape(x, [rows, cin]) as tf.Tensor2D, b: tf.reshape(this.weight.value, [cin, this.outChannels]) as tf.Tensor2D, bias });
+      return tf.reshape(y, [n, ho, wo, this.outChannels]);
+    }
+    // (stride 1 only: tfjs has no gradient for the strided slices a strided im2col would need)
+    if (s !== 1 || this.outChannels < IM2COL_MIN_WEIGHT_RATIO * rows) return this.conv(x, bias);
+    // im2col: column (i k + j) cin + c of the row of output pixel (y, x) holds xpad[y + i, x + j, c], which is
+    // the row order of the filter [k, k, cin, out] read as [k k cin, out]: y = cols W + b
+    useHeapViewSlice();
+    const xp = pt + pb + pl + pr === 0 ? x : tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]]);
+    const taps: tf.Tensor4D[] = [];
+    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) taps.push(tf.slice(xp, [0, i, j, 0], [n, ho, wo, cin]));
+    const cols = tf.reshape(taps.length === 1 ? taps[0] : tf.concat(taps, 3), [rows, k * k * cin]) as tf.Tensor2D;
+    const y = tf.fused.matMul({ a: cols, b: tf.reshape(this.weight.value, [k * k * cin, this.outChannels]) as tf.Tensor2D, bias });
+    return tf.reshape(y, [n, ho, wo, this.outChannels]);
   }
 }
 
@@ -92,7 +133,7 @@ export class Linear extends Module {
   forward<T extends tf.Tensor>(x: T): T {
     return tf.tidy(() => {
       const a = x.rank === 2 ? (x as unknown as tf.Tensor2D) : tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
-      let y = tf.fused.matMul({ a, b: weightOperand(this.weight) as tf.Tensor2D, bias: this.bias?.value }) as tf.Tensor2D;
+      let y = tf.fused.matMul({ a, b: this.weight.value as tf.Tensor2D, bias: biasOperand(this.bias, this.outFeatures) }) as tf.Tensor2D;
       if (this.outputHook) y = this.outputHook.addTo(a, y);
       return (x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), this.outFeatures])) as T;
     });

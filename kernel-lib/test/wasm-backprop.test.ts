@@ -5,6 +5,7 @@ import * as tf from "@tensorflow/tfjs";
 import { prepareTfjsForTraining } from "../src/training/tfjs-gradients.js";
 import { registerWasmTrainingKernels, unregisterWasmTrainingKernels, wasmTrainingKernelsRegistered } from "../src/training/wasm-kernels.js";
 import { expectClose } from "./helpers.js";
+import { scaledDotProductAttention } from "../src/models/attention-processor.js";
 
 type Pad = "same" | "valid" | number | [[number, number], [number, number], [number, number], [number, number]];
 interface Case { x: [number, number, number, number]; f: [number, number, number, number]; s: number | [number, number]; pad: Pad; bias?: boolean }
@@ -106,6 +107,29 @@ describe("wasm conv-gradient kernels", () => {
     expectClose(got, ref, 1e-6, 1e-6, "d table");
     // rows no id points at get zero; row 3 (three times) the sum of three rows of r
     expect(Array.from(got.slice(2 * 4, 3 * 4))).toEqual([0, 0, 0, 0]);
+  });
+
+  // the flag-free BatchMatMul gradient (tfjs-gradients.ts) and attention's split blocks while recording
+  it("give matMul (2-D and rank-3) and scaledDotProductAttention the cpu backend's gradients", async () => {
+    const grads = () => tf.tidy(() => {
+      const a = tf.tensor2d(data([6, 5], 9), [6, 5]), b = tf.tensor2d(data([5, 4], 10), [5, 4]);
+      const a3 = tf.tensor3d(data([3, 4, 5], 11), [3, 4, 5]), b3 = tf.tensor3d(data([3, 5, 2], 12), [3, 5, 2]);
+      const r = tf.tensor2d(data([6, 4], 13), [6, 4]), r3 = tf.tensor3d(data([3, 4, 2], 14), [3, 4, 2]);
+      const g2 = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x as tf.Tensor2D, y as tf.Tensor2D), r)))([a, b]);
+      const g3 = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x as tf.Tensor3D, y as tf.Tensor3D), r3)))([a3, b3]);
+      // 2 items x 3 heads of 40 query and 40 key tokens, head dim 700: above SMALL_PAIR_WORK, so per-pair blocks
+      const [B, H, L, D] = [2, 3, 40, 700];
+      const q = tf.tensor2d(data([B * L, H * D], 15), [B * L, H * D]), k = tf.tensor2d(data([B * L, H * D], 16), [B * L, H * D]);
+      const v = tf.tensor2d(data([B * L, H * D], 17), [B * L, H * D]);
+      const ga = tf.grads((x: tf.Tensor, y: tf.Tensor, z: tf.Tensor) =>
+        tf.sum(tf.square(scaledDotProductAttention(x as tf.Tensor2D, y as tf.Tensor2D, z as tf.Tensor2D, B, H, 0.01))))([q, k, v]);
+      return [...g2, ...g3, ...ga].map((t) => t.dataSync() as Float32Array);
+    });
+    const before = tf.memory().numTensors;
+    const got = grads();
+    expect(tf.memory().numTensors).toBe(before);
+    const ref = await onCpu(grads);
+    got.forEach((g, i) => expectClose(g, ref[i], 1e-4, 1e-4, `gradient ${i}`));
   });
 
   it("make conv2dTranspose (which runs Conv2DBackpropInput) agree with the built-in kernel", () => {

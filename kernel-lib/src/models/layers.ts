@@ -16,8 +16,9 @@
 //   weight itself is not copied (tfjs-wasm still lists each call's operator key under the weight, a few dozen
 //   bytes per call until the weight is disposed; copying the weight instead listed it under the bias alike). The re-pack per call is the cost (XNNPACK packs a matMul weight in one pass;
 //   a conv filter is first transposed by a naive strided loop, ~2-3x slower), so there 1x1 convs run as the
-//   matMul they are, and k x k convs whose weight outweighs their im2col matrix (SD's 8x8 and 16x16 levels) as
-//   im2col + one matMul (the same sums in another order).
+//   matMul they are, and k x k convs with many input channels (SD's 640- and 1280-channel levels) as one matMul
+//   per tap, summed: the same sums in another order, each matMul with K = cin instead of k*k*cin, which XNNPACK
+//   (no blocking over K) runs faster than the conv itself once k*k*cin is in the thousands (measured below).
 import * as tf from "@tensorflow/tfjs";
 import { Module, type Parameter } from "./module.js";
 import { useHeapViewSlice } from "./wasm-slice.js";
@@ -43,8 +44,8 @@ function biasOperand(bias: Parameter | null, size: number): tf.Tensor1D | undefi
   return (bias ? tf.clone(bias.value) : tf.zeros([size])) as tf.Tensor1D;
 }
 
-/** im2col pays off over a re-packed conv when the weight is this many times larger than the im2col matrix. */
-const IM2COL_MIN_WEIGHT_RATIO = 2;
+/** Re-packed k x k convs with at least this many input channels run as one matMul per tap (see Conv2d.repackedConv). */
+const TAP_MATMUL_MIN_CHANNELS = 640;
 
 /**
  * An extra term a layer adds to its own output: LoRA's low-rank side path (lora/lora-layer.ts). It gets the layer's
@@ -104,17 +105,28 @@ export class Conv2d extends Module {
       const y = tf.fused.matMul({ a: tf.reshape(x, [rows, cin]) as tf.Tensor2D, b: tf.reshape(this.weight.value, [cin, this.outChannels]) as tf.Tensor2D, bias });
       return tf.reshape(y, [n, ho, wo, this.outChannels]);
     }
-    // (stride 1 only: tfjs has no gradient for the strided slices a strided im2col would need)
-    if (s !== 1 || this.outChannels < IM2COL_MIN_WEIGHT_RATIO * rows) return this.conv(x, bias);
-    // im2col: column (i k + j) cin + c of the row of output pixel (y, x) holds xpad[y + i, x + j, c], which is
-    // the row order of the filter [k, k, cin, out] read as [k k cin, out]: y = cols W + b
+    // (stride 1 only: tfjs has no gradient for the strided slices a strided version would need)
+    if (s !== 1 || (cin < TAP_MATMUL_MIN_CHANNELS && this.outChannels < 2 * rows)) return this.conv(x, bias);
+    // y = sum over taps (i, j) of xpad[:, i:i+ho, j:j+wo, :] W[i, j] + b: k*k matMuls with K = cin each, summed a
+    // kernel row at a time (addN; fewer outputs alive at once). Each tap of the filter [k, k, cin, out] is a
+    // contiguous [cin, out] block (a plain copy); a tap's input and weight copies are freed right after its matMul.
     useHeapViewSlice();
     const xp = pt + pb + pl + pr === 0 ? x : tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]]);
-    const taps: tf.Tensor4D[] = [];
-    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) taps.push(tf.slice(xp, [0, i, j, 0], [n, ho, wo, cin]));
-    const cols = tf.reshape(taps.length === 1 ? taps[0] : tf.concat(taps, 3), [rows, k * k * cin]) as tf.Tensor2D;
-    const y = tf.fused.matMul({ a: cols, b: tf.reshape(this.weight.value, [k * k * cin, this.outChannels]) as tf.Tensor2D, bias });
-    return tf.reshape(y, [n, ho, wo, this.outChannels]);
+    const tap = (i: number, j: number, b?: tf.Tensor1D) =>
+      tf.tidy(() => {
+        const a = tf.reshape(tf.slice(xp, [0, i, j, 0], [n, ho, wo, cin]), [rows, cin]) as tf.Tensor2D;
+        const wt = tf.reshape(tf.slice(this.weight.value, [i, j, 0, 0], [1, 1, cin, this.outChannels]), [cin, this.outChannels]) as tf.Tensor2D;
+        return tf.fused.matMul({ a, b: wt, bias: b });
+      });
+    let y: tf.Tensor2D | null = null;
+    for (let i = 0; i < k; i++) {
+      const parts = Array.from({ length: k }, (_, j) => tap(i, j, i === 0 && j === 0 ? bias : undefined));
+      const prev: tf.Tensor2D | null = y;
+      y = tf.addN(prev ? [prev, ...parts] : parts) as tf.Tensor2D;
+      tf.dispose(parts);
+      prev?.dispose();
+    }
+    return tf.reshape(y!, [n, ho, wo, this.outChannels]);
   }
 }
 

@@ -14,11 +14,12 @@
 //   throw-away copy of the *bias* (zeros when the layer has none). tfjs-wasm keys its packed operator on
 //   (weight, bias) and frees it when either tensor is disposed, so the packing is freed with that copy, and the
 //   weight itself is not copied (tfjs-wasm still lists each call's operator key under the weight, a few dozen
-//   bytes per call until the weight is disposed; copying the weight instead listed it under the bias alike). The re-pack per call is the cost (XNNPACK packs a matMul weight in one pass;
-//   a conv filter is first transposed by a naive strided loop, ~2-3x slower), so there 1x1 convs run as the
-//   matMul they are, and k x k convs with many input channels (SD's 640- and 1280-channel levels) as one matMul
-//   per tap, summed: the same sums in another order, each matMul with K = cin instead of k*k*cin, which XNNPACK
-//   (no blocking over K) runs faster than the conv itself once k*k*cin is in the thousands (measured below).
+//   bytes per call until the weight is disposed; copying the weight instead listed it under the bias alike).
+//   The re-pack per call is the cost: XNNPACK packs a matMul weight in one pass, while tfjs-wasm first
+//   transposes a conv filter with a naive strided loop (2-3x slower). So there 1x1 convs run as the matMul
+//   they are, and k x k convs with many input channels (SD's 640- and 1280-channel levels) as one matMul per
+//   tap, summed: the same sums in another order, each matMul with K = cin instead of k*k*cin, which XNNPACK
+//   (no blocking over K) also runs faster than the conv once k*k*cin is in the thousands (bench/README.md).
 import * as tf from "@tensorflow/tfjs";
 import { Module, type Parameter } from "./module.js";
 import { useHeapViewSlice } from "./wasm-slice.js";

@@ -29,6 +29,16 @@ export interface AttentionOptions {
 }
 
 /**
+ * While a gradient is recorded, below this many multiply-adds per (batch, head) pair, attention runs as two
+ * rank-3 matMuls over all pairs: wasm runs those in a plain loop (slow per multiply-add) but in one call each,
+ * with one tape entry each, which wins when pairs are small (a 16x16-latent model, CLIP's 77 tokens; measured on
+ * the sd-tiny training step: 3.7 s -> 2.7 s). Without a tape the per-pair 2-D matMuls take less time on those
+ * shapes (thread CPU time, alternating in one process on a loaded machine: CLIP's [2,12,77,64] 0.88x, sd-tiny's
+ * 16x16 self-attention [2,8,256,4] 0.48x), and SD 1.5's 64x64 / 32x32 self-attention always uses them (XNNPACK).
+ */
+const SMALL_PAIR_WORK = 1 << 20;
+
+/**
  * softmax(q k^T * scale) v for each (batch item, head), with q [B*Lq, heads*d], k and v [B*Lk, heads*d]
  * (rows grouped by batch item, columns by head). Runs as 2-D matMuls per (batch, head): on wasm these use
  * XNNPACK while a batched rank-3 matMul or a transposed operand falls back to a naive loop (~35x slower).
@@ -45,14 +55,6 @@ export interface AttentionOptions {
  * 2 * slice * Lq * Lk floats (64 MiB per map at 4096 tokens). diffusers 0.27 leaves the last B*heads mod sliceSize
  * pairs at zero; every pair is computed here. Returns [B*Lq, heads*d].
  */
-/**
- * Below this many multiply-adds per (batch, head) pair, attention runs as two rank-3 matMuls over all pairs:
- * wasm runs those in a plain loop (slow per multiply-add) but in one call each, which wins when pairs are small
- * (a 16x16-latent model, CLIP's 77 tokens; measured on the sd-tiny training step: 3.7 s -> 2.7 s). SD 1.5's
- * 64x64 / 32x32 self-attention stays on per-pair 2-D matMuls (XNNPACK).
- */
-const SMALL_PAIR_WORK = 1 << 20;
-
 export function scaledDotProductAttention(
   q: tf.Tensor2D,
   k: tf.Tensor2D,
@@ -77,8 +79,8 @@ export function scaledDotProductAttention(
     const kt = headMajor(k, lk, d, [0, 2, 3, 1]); // [pairs*d, lk]
     const vh = headMajor(v, lk, dv, [0, 2, 1, 3]); // [pairs*lk, dv]
     const mRows = (m: tf.Tensor): number => m.shape[m.rank - 2];
-    if (sliceSize === null && pairs > 1 && lq * lk * d <= SMALL_PAIR_WORK) {
-      // many small pairs (tiny models, text tokens): two rank-3 matMuls over all pairs beat 2 * pairs 2-D calls
+    if (sliceSize === null && pairs > 1 && lq * lk * d <= SMALL_PAIR_WORK && isRecordingGradients()) {
+      // training, many small pairs (tiny models, text tokens): two rank-3 matMuls over all pairs beat 2 * pairs 2-D calls
       const scores = tf.matMul(tf.reshape(qh, [pairs, lq, d]), tf.reshape(kt, [pairs, d, lk])); // [pairs, lq, lk]
       const masked = mask === undefined ? scores
         : tf.reshape(tf.add(tf.reshape(scores, [batch, heads, lq, lk]), mask.rank === 2 ? mask : tf.reshape(mask, [batch, 1, mRows(mask), lk])), [pairs, lq, lk]);

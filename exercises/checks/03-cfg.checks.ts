@@ -1,15 +1,33 @@
 // Hidden checks of exercises/03-cfg.ipynb: cfgCombine against the CFG formula on random tensors; generateByHand
-// against StableDiffusionPipeline.generate (same seed, prompt, steps, guidance; a random scheduler) on the offline
-// random-weight model. References are computed before the student's code runs (it gets the grader's pipeline).
+// against StableDiffusionPipeline.generate (same seed, prompt, steps, guidance; a random scheduler) on the model the
+// notebook loads (SD 1.5 if the Hub or the cache has it, else datasets/sd-tiny). References are computed at grading
+// time, before the student's code runs (it gets the grader's pipeline).
 //@@ exercise 03-cfg
-//@@ data datasets/sd-tiny-random
+//@@ data datasets/sd-tiny
 //@@ timeout 400
 
 //@@ setup
-const pipe = await lib.StableDiffusionPipeline.fromPretrained("../datasets/sd-tiny-random");
+// the model the notebook's setup cell loads: SD 1.5 from the Hub (or the cache), else the kit's small shapes model
+const MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5", OFFLINE_FOLDER = "../datasets/sd-tiny";
+async function loadModel() {
+  try {
+    return { pipe: await lib.StableDiffusionPipeline.fromPretrained(MODEL_ID), model: MODEL_ID };
+  } catch (e) {
+    if (!(e instanceof lib.HubError)) throw e;
+    return { pipe: await lib.StableDiffusionPipeline.fromPretrained(OFFLINE_FOLDER), model: OFFLINE_FOLDER };
+  }
+}
+const { pipe, model } = await loadModel();
+console.log(`hidden checks on ${model}`);
 const baseConfig = { ...pipe.scheduler.config } as Record<string, unknown>;
-const WORDS = ["photo", "cat", "dog", "red", "blue", "house", "tree", "snow", "painting", "watercolor", "astronaut", "horse", "moon", "fox", "city", "night", "forest", "boat"];
-const prompt = (c: typeof g) => `a ${c.pick(WORDS)} ${c.pick(WORDS)} of a ${c.pick(WORDS)} ${c.pick(WORDS)}`;
+// prompts in the offline model's vocabulary (plain English for SD 1.5 too)
+const COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"];
+const an = (w: string) => (/^[aeiou]/.test(w) ? "an" : "a");
+function prompt(c: typeof g): string {
+  const colour = c.pick(COLOURS), shape = c.pick(["circle", "square", "triangle"]), count = c.pick(["a", "two", "three"]);
+  const bg = c.pick(COLOURS.filter((x) => x !== colour));
+  return `${count === "a" ? an(colour) : count} ${colour} ${count === "a" ? shape : shape + "s"}` + (c.rand() < 0.7 ? ` on ${an(bg)} ${bg} background` : "");
+}
 type Swappable = { className: string; fromConfig(config: Record<string, unknown>): typeof pipe.scheduler };
 /** The pipeline's latents for one call, with a fresh scheduler of class `name`; then a fresh scheduler again for the student. */
 async function reference(c: typeof g, name: string) {
@@ -19,7 +37,7 @@ async function reference(c: typeof g, name: string) {
   const want = (await pipe.generate({ prompt: args.prompt, numInferenceSteps: args.steps, guidanceScale: args.w,
     generator: new lib.Generator().manualSeed(args.seed), outputType: "latent" })).images;
   pipe.scheduler = cls.fromConfig(baseConfig);
-  const call = `generateByHand(pipe, "${args.prompt}", ${args.seed}, ${args.steps}, ${args.w}) with ${name}`;
+  const call = `generateByHand(pipe, "${args.prompt}", ${args.seed}, ${args.steps}, ${args.w}) with ${name} on ${model}`;
   return { ...args, want, call };
 }
 return { pipe, prompt, reference };

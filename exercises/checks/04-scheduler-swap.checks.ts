@@ -1,9 +1,9 @@
 // Hidden checks of exercises/04-scheduler-swap.ipynb: keysPassedOn / swapScheduler against the kit's fromConfig
 // (diffusers' from_config with _use_default_values) on random scheduler configs and class pairs, plus SD 1.5's
-// real config; measureTradeOff against the grader's own runs (UNet calls counted, RMS distances) on the offline
-// random-weight model.
+// real config; measureTradeOff against the grader's own runs (UNet calls counted, RMS distances) on the model the
+// notebook loads (SD 1.5 if the Hub or the cache has it, else datasets/sd-tiny, whose scheduler config is SD 1.5's).
 //@@ exercise 04-scheduler-swap
-//@@ data datasets/sd-tiny-random
+//@@ data datasets/sd-tiny
 //@@ timeout 480
 
 //@@ setup
@@ -64,8 +64,27 @@ function sameScheduler(what: string, got: unknown, source: Sched, Target: Cls): 
   ref.setTimesteps(n);
   return g.compareArray(`${what} timesteps for ${n} steps`, mine.timesteps, ref.timesteps);
 }
-const sdScheduler = await lib.PNDMScheduler.fromPretrained("../datasets/sd-tiny-random", { subfolder: "scheduler" });
-const pipe = await lib.StableDiffusionPipeline.fromPretrained("../datasets/sd-tiny-random");
+// the model the notebook's setup cell loads: SD 1.5 from the Hub (or the cache), else the kit's small shapes model
+const MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5", OFFLINE_FOLDER = "../datasets/sd-tiny";
+async function loadModel() {
+  try {
+    return { pipe: await lib.StableDiffusionPipeline.fromPretrained(MODEL_ID), model: MODEL_ID };
+  } catch (e) {
+    if (!(e instanceof lib.HubError)) throw e;
+    return { pipe: await lib.StableDiffusionPipeline.fromPretrained(OFFLINE_FOLDER), model: OFFLINE_FOLDER };
+  }
+}
+const { pipe, model } = await loadModel();
+console.log(`hidden checks on ${model}`);
+const sdScheduler = await lib.PNDMScheduler.fromPretrained(model, { subfolder: "scheduler" });   // SD 1.5's scheduler_config.json
+// prompts in the offline model's vocabulary (plain English for SD 1.5 too)
+const COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"];
+const an = (w: string) => (/^[aeiou]/.test(w) ? "an" : "a");
+function prompt(c: typeof g): string {
+  const colour = c.pick(COLOURS), shape = c.pick(["circle", "square", "triangle"]), count = c.pick(["a", "two", "three"]);
+  const bg = c.pick(COLOURS.filter((x) => x !== colour));
+  return `${count === "a" ? an(colour) : count} ${colour} ${count === "a" ? shape : shape + "s"}` + (c.rand() < 0.7 ? ` on ${an(bg)} ${bg} background` : "");
+}
 const baseConfig = { ...pipe.scheduler.config } as Record<string, unknown>;
 /** Counts calls of pipe.unet.forward while fn runs (the student's own counter may wrap this one). */
 async function counting<T>(fn: () => Promise<T>): Promise<{ result: T; calls: number }> {
@@ -82,7 +101,7 @@ async function counting<T>(fn: () => Promise<T>): Promise<{ result: T; calls: nu
 }
 /** The grader's own trade-off rows for scheduler `name`, then a fresh scheduler of that class for the student. */
 async function tradeOff(c: typeof g, name: string) {
-  const args = { stepCounts: [c.int(2, 3), c.int(4, 5)], referenceSteps: c.int(6, 8), prompt: `a ${c.pick(["red", "blue", "green"])} ${c.pick(["boat", "tree", "bird"])}`, seed: c.newSeed(), guidance: Math.round(c.uniform(3, 9) * 10) / 10 };
+  const args = { stepCounts: [c.int(2, 3), c.int(4, 5)], referenceSteps: c.int(6, 8), prompt: prompt(c), seed: c.newSeed(), guidance: Math.round(c.uniform(3, 9) * 10) / 10 };
   const run = (steps: number) => counting(async () => (await pipe.generate({ prompt: args.prompt, numInferenceSteps: steps, guidanceScale: args.guidance,
     generator: new lib.Generator().manualSeed(args.seed), outputType: "latent" })).images);
   pipe.scheduler = cls(name).fromConfig(baseConfig);
@@ -95,7 +114,7 @@ async function tradeOff(c: typeof g, name: string) {
   }
   ref.result.dispose();
   pipe.scheduler = cls(name).fromConfig(baseConfig);
-  const call = `measureTradeOff(pipe, [${args.stepCounts}], ${args.referenceSteps}, "${args.prompt}", ${args.seed}, ${args.guidance}) with ${name}`;
+  const call = `measureTradeOff(pipe, [${args.stepCounts}], ${args.referenceSteps}, "${args.prompt}", ${args.seed}, ${args.guidance}) with ${name} on ${model}`;
   return { ...args, rows, call };
 }
 return { NAMES, cls, randomSource, passedByLibrary, keyFeedback, sameScheduler, sdScheduler, pipe, tradeOff };

@@ -1,19 +1,37 @@
 // Hidden checks of exercises/05-guidance-sweep.ipynb: guidanceGrid and guidanceEffect against the grader's own
-// pipeline runs (random scales, seed, prompt and steps) on the offline random-weight model. References are
-// computed before the student's code runs.
+// pipeline runs (random scales, seed, prompt and steps) on the model the notebook loads (SD 1.5 if the Hub or the
+// cache has it, else datasets/sd-tiny). References are computed at grading time, before the student's code runs.
 //@@ exercise 05-guidance-sweep
-//@@ data datasets/sd-tiny-random
+//@@ data datasets/sd-tiny
 //@@ timeout 400
 
 //@@ setup
-const pipe = await lib.StableDiffusionPipeline.fromPretrained("../datasets/sd-tiny-random");
-const WORDS = ["red", "blue", "fox", "boat", "tree", "moon", "city", "river", "castle", "owl"];
+// the model the notebook's setup cell loads: SD 1.5 from the Hub (or the cache), else the kit's small shapes model
+const MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5", OFFLINE_FOLDER = "../datasets/sd-tiny";
+async function loadModel() {
+  try {
+    return { pipe: await lib.StableDiffusionPipeline.fromPretrained(MODEL_ID), model: MODEL_ID };
+  } catch (e) {
+    if (!(e instanceof lib.HubError)) throw e;
+    return { pipe: await lib.StableDiffusionPipeline.fromPretrained(OFFLINE_FOLDER), model: OFFLINE_FOLDER };
+  }
+}
+const { pipe, model } = await loadModel();
+console.log(`hidden checks on ${model}`);
+// prompts in the offline model's vocabulary (plain English for SD 1.5 too)
+const COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"];
+const an = (w: string) => (/^[aeiou]/.test(w) ? "an" : "a");
+function prompt(c: typeof g): string {
+  const colour = c.pick(COLOURS), shape = c.pick(["circle", "square", "triangle"]), count = c.pick(["a", "two", "three"]);
+  const bg = c.pick(COLOURS.filter((x) => x !== colour));
+  return `${count === "a" ? an(colour) : count} ${colour} ${count === "a" ? shape : shape + "s"}` + (c.rand() < 0.7 ? ` on ${an(bg)} ${bg} background` : "");
+}
 function args(c: typeof g) {
   const scales = [1 + Math.round(c.uniform(0, 3) * 2) / 2, Math.round(c.uniform(4, 8) * 2) / 2, Math.round(c.uniform(9, 14) * 2) / 2];
-  return { prompt: `a ${c.pick(WORDS)} ${c.pick(WORDS)} by a ${c.pick(WORDS)}`, scales, seed: c.newSeed(), steps: c.int(2, 3) };
+  return { prompt: prompt(c), scales, seed: c.newSeed(), steps: c.int(2, 3) };
 }
 type Args = ReturnType<typeof args>;
-const describe = (name: string, a: Args) => `${name}(pipe, "${a.prompt}", [${a.scales}], ${a.seed}, ${a.steps})`;
+const describe = (name: string, a: Args) => `${name}(pipe, "${a.prompt}", [${a.scales}], ${a.seed}, ${a.steps}) on ${model}`;
 async function run(a: Args, w: number, outputType: "np" | "latent") {
   return (await pipe.generate({ prompt: a.prompt, guidanceScale: w, numInferenceSteps: a.steps, generator: new lib.Generator().manualSeed(a.seed), outputType })).images;
 }

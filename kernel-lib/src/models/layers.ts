@@ -23,6 +23,18 @@
 import * as tf from "@tensorflow/tfjs";
 import { Module, type Parameter } from "./module.js";
 import { useHeapViewSlice } from "./wasm-slice.js";
+import { isRecordingGradients } from "./gradient-tape.js";
+
+/**
+ * a @ b + bias (2-D, flag-free): tf.fused.matMul, except while a gradient is recorded, where it is a plain matMul
+ * and add (tf.fused.matMul's built-in gradient uses transpose flags, a naive loop on wasm; BatchMatMul's gradient
+ * is the kit's flag-free one, training/tfjs-gradients.ts).
+ */
+function matMulBias(a: tf.Tensor2D, b: tf.Tensor2D, bias?: tf.Tensor): tf.Tensor2D {
+  if (!isRecordingGradients()) return tf.fused.matMul({ a, b, bias }) as tf.Tensor2D;
+  const y = tf.matMul(a, b);
+  return (bias ? tf.add(y, bias) : y) as tf.Tensor2D;
+}
 
 let keepPackedWeights = true;
 
@@ -103,7 +115,7 @@ export class Conv2d extends Module {
     const rows = n * ho * wo;
     if (k === 1 && s === 1 && pt + pb + pl + pr === 0) {
       // a 1x1 conv is y[p] = x[p] W + b for every pixel p: one matMul over the pixels
-      const y = tf.fused.matMul({ a: tf.reshape(x, [rows, cin]) as tf.Tensor2D, b: tf.reshape(this.weight.value, [cin, this.outChannels]) as tf.Tensor2D, bias });
+      const y = matMulBias(tf.reshape(x, [rows, cin]) as tf.Tensor2D, tf.reshape(this.weight.value, [cin, this.outChannels]) as tf.Tensor2D, bias);
       return tf.reshape(y, [n, ho, wo, this.outChannels]);
     }
     // (stride 1 only: tfjs has no gradient for the strided slices a strided version would need)
@@ -117,7 +129,7 @@ export class Conv2d extends Module {
       tf.tidy(() => {
         const a = tf.reshape(tf.slice(xp, [0, i, j, 0], [n, ho, wo, cin]), [rows, cin]) as tf.Tensor2D;
         const wt = tf.reshape(tf.slice(this.weight.value, [i, j, 0, 0], [1, 1, cin, this.outChannels]), [cin, this.outChannels]) as tf.Tensor2D;
-        return tf.fused.matMul({ a, b: wt, bias: b });
+        return matMulBias(a, wt, b);
       });
     let y: tf.Tensor2D | null = null;
     for (let i = 0; i < k; i++) {
@@ -146,7 +158,7 @@ export class Linear extends Module {
   forward<T extends tf.Tensor>(x: T): T {
     return tf.tidy(() => {
       const a = x.rank === 2 ? (x as unknown as tf.Tensor2D) : tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
-      let y = tf.fused.matMul({ a, b: this.weight.value as tf.Tensor2D, bias: biasOperand(this.bias, this.outFeatures) }) as tf.Tensor2D;
+      let y = matMulBias(a, this.weight.value as tf.Tensor2D, biasOperand(this.bias, this.outFeatures));
       if (this.outputHook) y = this.outputHook.addTo(a, y);
       return (x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), this.outFeatures])) as T;
     });

@@ -149,7 +149,7 @@ export const SD_RECIPES = {
 // targets), trained on the same captions with striped pictures, so that loading it turns shapes striped.
 SD_RECIPES["sd-tiny-lora-stripes"] = {
   description: "a rank-4 LoRA on datasets/sd-tiny's UNet attention that draws the shapes striped (both LoRA file formats)",
-  train: { batchSize: 32, lr: 1e-3, warmupSteps: 20, lrSchedule: "constant_with_warmup", steps: 400, seed: 0, checkpointEvery: 50, sampleEvery: 100 },
+  train: { batchSize: 32, lr: 1e-3, warmupSteps: 20, lrSchedule: "constant_with_warmup", steps: 150, seed: 0, checkpointEvery: 50, sampleEvery: 75 },
   build: async (K, tf, o) => {
     if (!fs.existsSync(path.join(SD_TINY_DIR, "unet"))) throw new Error(`sd-tiny-lora-stripes: no trained model in ${SD_TINY_DIR}; train sd-tiny-vae and sd-tiny first`);
     const pipe = await K.StableDiffusionPipeline.fromPretrained(SD_TINY_DIR);

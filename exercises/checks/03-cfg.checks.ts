@@ -9,25 +9,11 @@
 //@@ setup
 // the model the notebook's setup cell loads: SD 1.5 from the Hub (or the cache), else the kit's small shapes model
 const MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5", OFFLINE_FOLDER = "../datasets/sd-tiny";
-async function loadModel() {
-  try {
-    return { pipe: await lib.StableDiffusionPipeline.fromPretrained(MODEL_ID), model: MODEL_ID };
-  } catch (e) {
-    if (!(e instanceof lib.HubError)) throw e;
-    return { pipe: await lib.StableDiffusionPipeline.fromPretrained(OFFLINE_FOLDER), model: OFFLINE_FOLDER };
-  }
-}
-const { pipe, model } = await loadModel();
+const { pipe, source: model } = await lib.fromPretrainedOrOffline(lib.StableDiffusionPipeline, MODEL_ID, OFFLINE_FOLDER, { quiet: true });
 console.log(`hidden checks on ${model}`);
 const baseConfig = { ...pipe.scheduler.config } as Record<string, unknown>;
 // prompts in the offline model's vocabulary (plain English for SD 1.5 too)
-const COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"];
-const an = (w: string) => (/^[aeiou]/.test(w) ? "an" : "a");
-function prompt(c: typeof g): string {
-  const colour = c.pick(COLOURS), shape = c.pick(["circle", "square", "triangle"]), count = c.pick(["a", "two", "three"]);
-  const bg = c.pick(COLOURS.filter((x) => x !== colour));
-  return `${count === "a" ? an(colour) : count} ${colour} ${count === "a" ? shape : shape + "s"}` + (c.rand() < 0.7 ? ` on ${an(bg)} ${bg} background` : "");
-}
+const prompt = (c: typeof g): string => lib.shapesPrompt(c);
 type Swappable = { className: string; fromConfig(config: Record<string, unknown>): typeof pipe.scheduler };
 /** The pipeline's latents for one call, with a fresh scheduler of class `name`; then a fresh scheduler again for the student. */
 async function reference(c: typeof g, name: string) {

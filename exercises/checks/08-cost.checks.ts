@@ -9,15 +9,7 @@
 //@@ setup
 // the model the notebook's setup cell loads: SD 1.5 from the Hub (or the cache), else the kit's small shapes model
 const MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5", OFFLINE_FOLDER = "../datasets/sd-tiny";
-async function loadModel() {
-  try {
-    return { pipe: await lib.StableDiffusionPipeline.fromPretrained(MODEL_ID), model: MODEL_ID };
-  } catch (e) {
-    if (!(e instanceof lib.HubError)) throw e;
-    return { pipe: await lib.StableDiffusionPipeline.fromPretrained(OFFLINE_FOLDER), model: OFFLINE_FOLDER };
-  }
-}
-const { pipe, model } = await loadModel();
+const { pipe, source: model } = await lib.fromPretrainedOrOffline(lib.StableDiffusionPipeline, MODEL_ID, OFFLINE_FOLDER, { quiet: true });
 console.log(`hidden checks on ${model}`);
 /** The grader's own measurement: median of 3 timed calls after a warm-up. */
 async function measure(steps: number): Promise<number> {

@@ -18,6 +18,9 @@ const args = process.argv.slice(2);
 const only = args.find((a) => a.startsWith("--only="))?.slice(7)?.split(",");
 const want = (name) => !only || only.includes(name);
 const quick = args.includes("--quick");
+// --only=sd runs every SD case; sd-text, sd-vae, sd-unet (or sd-unet-32 / sd-unet-64) a part of them
+const wantSd = (part) => want("sd") || want(`sd-${part}`) || (part.startsWith("unet-") && want("sd-unet"));
+const anySd = ["text", "vae", "unet-32", "unet-64"].some(wantSd);
 
 function now() { return performance.now(); }
 async function timeIt(fn, { warmup = 1, runs = 3 } = {}) {
@@ -28,6 +31,13 @@ async function timeIt(fn, { warmup = 1, runs = 3 } = {}) {
   return ts[Math.floor(ts.length / 2)];
 }
 function sync(t) { t.dataSync(); }
+/** Median of 5 runs (after a warm-up) on the second clock (clockNow, defined once the backend is known). */
+function clockTime(fn) {
+  fn();
+  const ts = [];
+  for (let i = 0; i < 5; i++) { const t0 = clockNow(); fn(); ts.push(clockNow() - t0); }
+  return ts.sort((a, b) => a - b)[2];
+}
 
 /** FLOPs of the conv / matmul kernels a function runs (2 per multiply-add). */
 async function countFlops(fn) {
@@ -57,6 +67,13 @@ console.log(K.formatBackendReport(report));
 const backendTag = report.backend + (report.device === "cuda" ? "-cuda" : "");
 const out = path.join(here, "results", `${backendTag}${quick ? "-quick" : ""}.json`);
 const previous = fs.existsSync(out) ? JSON.parse(fs.readFileSync(out, "utf8")) : null;
+// A second clock for in-run ratios: this thread's CPU time (Linux schedstat) when the kernels run on this thread
+// alone (one wasm thread, or cpu / webgl dispatch): other jobs on a shared machine then do not count. Else wall time.
+function threadCpuSeconds() {
+  try { return Number(fs.readFileSync("/proc/thread-self/schedstat", "utf8").split(" ")[0]) / 1e9; } catch { return null; }
+}
+const cpuClock = threadCpuSeconds() !== null && (report.backend !== "wasm" || report.wasmThreads?.threads === 1) && report.backend !== "tensorflow";
+const clockNow = cpuClock ? threadCpuSeconds : () => now() / 1000;
 
 // --- wasm threads: the same kernels on 1 and 2 pool threads (kernel-lib/src/runtime/wasm-threads.ts)
 // One process restarts the wasm backend as the single-thread build or the threaded build in pairs of
@@ -125,17 +142,19 @@ if (want("threads") && report.backend === "wasm") {
 }
 
 // --- the backend's own primitives (always measured when a model case runs: ratios need the same run)
-if (want("primitives") || want("unet") || want("sd")) {
+if (want("primitives") || want("unet") || anySd) {
   const mm = tf.tidy(() => [tf.randomNormal([1024, 1024]), tf.randomNormal([1024, 1024])]);
   // each output is freed: a kept one makes every run write fresh heap pages (page faults timed as the op)
   const tMm = await timeIt(() => { const o = tf.matMul(mm[0], mm[1]); sync(o); o.dispose(); }, { runs: 5 });
-  results.cases["matMul 1024^3"] = { seconds: tMm, gflops: 2 * 1024 ** 3 / 1e9, gflopsPerSec: 2 * 1024 ** 3 / 1e9 / tMm };
+  results.cases["matMul 1024^3"] = { seconds: tMm, gflops: 2 * 1024 ** 3 / 1e9, gflopsPerSec: 2 * 1024 ** 3 / 1e9 / tMm,
+    clockSeconds: clockTime(() => { const o = tf.matMul(mm[0], mm[1]); sync(o); o.dispose(); }) };
   tf.dispose(mm);
   for (const [h, c] of [[64, 256], [128, 128]]) {
     const x = tf.randomNormal([1, h, h, c]), w = tf.randomNormal([3, 3, c, c]);
     const t = await timeIt(() => { const o = tf.conv2d(x, w, 1, "same"); sync(o); o.dispose(); }, { runs: 5 });
     const g = 2 * h * h * c * 9 * c / 1e9;
-    results.cases[`conv2d 3x3 [1,${h},${h},${c}] ${c}->${c}`] = { seconds: t, gflops: g, gflopsPerSec: g / t };
+    results.cases[`conv2d 3x3 [1,${h},${h},${c}] ${c}->${c}`] = { seconds: t, gflops: g, gflopsPerSec: g / t,
+      clockSeconds: clockTime(() => { const o = tf.conv2d(x, w, 1, "same"); sync(o); o.dispose(); }) };
     tf.dispose([x, w]);
   }
 }
@@ -192,54 +211,11 @@ if (want("load")) {
 }
 
 
-// --- Stable Diffusion 1.5 components, real configs, random weights
-async function sdCase(label, build, run, note) {
-  let model;
-  try {
-    const t0 = now();
-    model = build();
-    const buildSeconds = (now() - t0) / 1000;
-    const weightsBytes = tf.memory().numBytes;
-    const prof = await tf.profile(() => run(model));
-    let flops = 0;
-    for (const k of prof.kernels) {
-      const out = k.outputShapes[0] ?? [], inp = k.inputShapes;
-      if (k.name === "Conv2D" || k.name === "FusedConv2D") flops += 2 * out.reduce((a, b) => a * b, 1) * inp[1][0] * inp[1][1] * inp[1][2];
-      else if (k.name === "MatMul" || k.name === "BatchMatMul" || k.name === "_FusedMatMul") {
-        const a = inp[0];
-        flops += 2 * out.reduce((x, y) => x * y, 1) * (a[a.length - 2] === out[out.length - 2] ? a[a.length - 1] : a[a.length - 2]);
-      }
-    }
-    const secs = await timeIt(() => { const o = run(model); tf.dispose(o); }, { warmup: 0, runs: 1 });
-    results.cases[label] = { params: model.numParameters(), buildSeconds, seconds: secs, gflops: flops / 1e9, gflopsPerSec: flops / 1e9 / secs,
-      ratioToConv2d: flops / 1e9 / secs / convRate, ratioToMatMul: flops / 1e9 / secs / mmRate, weightsBytes, peakBytes: prof.peakBytes, note };
-  } catch (e) {
-    results.cases[label] = { error: String(e?.message ?? e).split("\n")[0], note: "did not run on this backend (see error)" };
-  } finally {
-    model?.dispose();
-  }
-}
-if (want("sd")) {
-  const sdCfg = (name) => JSON.parse(fs.readFileSync(path.resolve(here, `../../shared/fixtures/configs/stable-diffusion-v1-5/${name}/config.json`), "utf8"));
-  const ids = Array.from({ length: 2 }, () => Array.from({ length: 77 }, (_, i) => (i === 0 ? 49406 : i < 8 ? 320 + i : 49407)));
-  await sdCase("SD1.5 CLIPTextModel [2,77]", () => K.CLIPTextModel.fromConfig(sdCfg("text_encoder"), { init: "random", seed: 0 }),
-    (m) => { const o = m.forward(ids); o.poolerOutput.dispose(); return o.lastHiddenState; });
-  await sdCase("SD1.5 VAE decode [1,32,32,4] -> 256x256", () => K.AutoencoderKL.fromConfig(sdCfg("vae"), { init: "random", seed: 0 }),
-    (m) => { const z = tf.randomNormal([1, 32, 32, 4]); const o = m.decode(z).sample; z.dispose(); return o; });
-  if (!quick) {
-    await sdCase("SD1.5 VAE decode [1,64,64,4] -> 512x512", () => K.AutoencoderKL.fromConfig(sdCfg("vae"), { init: "random", seed: 0 }),
-      (m) => { const z = tf.randomNormal([1, 64, 64, 4]); const o = m.decode(z).sample; z.dispose(); return o; });
-  }
-  // wasm: XNNPACK's packed copy of every weight would double the 3.4 GB past the 4 GiB heap and abort the
-  // module (status 6, then every later op fails): the UNet runs on throw-away weight copies there
-  const keepPacked = K.getKeepPackedWeights();
-  if (tf.getBackend() === "wasm") K.setKeepPackedWeights(false);
-  for (const [b, h] of quick ? [[2, 16]] : [[2, 32], [2, 64]]) {
-    await sdCase(`SD1.5 UNet step [${b},${h},${h},4] + text [${b},77,768]`, () => K.UNet2DConditionModel.fromConfig(sdCfg("unet"), { init: "random", seed: 0 }),
-      (m) => { const x = tf.randomNormal([b, h, h, 4]); const c = tf.randomNormal([b, 77, 768]); const o = m.forward(x, 500, c).sample; tf.dispose([x, c]); return o; },
-      `3.4 GB of float32 weights: with activations this is near the ~4 GiB wasm heap${tf.getBackend() === "wasm" ? "; run with setKeepPackedWeights(false) (a weight copy + re-pack per layer call, counted in the time)" : ""}`);
-  }
-  K.setKeepPackedWeights(keepPacked);
+// --- Stable Diffusion 1.5 components, real configs, random weights: each case in its own child process
+// (bench/sd-cases.mjs: a fresh wasm heap, its own conv2d rate measured right before the model; see bench/README.md)
+if (anySd) {
+  const { sdSection } = await import("./sd-cases.mjs");
+  sdSection(results, { quick, parts: ["text", "vae", "unet-32", "unet-64"].filter(wantSd) });
 }
 
 // --- schedulers: step() alone on an SD latent, beside the UNet step it sits in
@@ -366,7 +342,7 @@ for (const [k, v] of Object.entries(results.cases)) {
     v.pytorch = { ...torch, gflopsPerSec: torch.gflops / torch.seconds, note: "PyTorch 1.13, 2 threads, same machine kind, not this run (../shared/perf/README.md)" };
     v.slowerThanPytorch = v.seconds / torch.seconds;
   }
-  if (v.ratioToConv2d) v.backendConv2dGflopsPerSec = convRate; // the primitive rate the ratio divides by
+  if (v.ratioToConv2d) v.backendConv2dGflopsPerSec ??= convRate; // the primitive rate the ratio divides by (SD cases: their own process')
 }
 
 // --- results file and table
@@ -377,7 +353,7 @@ if (only && previous) {
   results.partialRuns = [...(previous.partialRuns ?? []), { date: results.date, only }];
 }
 fs.writeFileSync(out, JSON.stringify(results, null, 2) + "\n");
-const rows = Object.entries(results.cases).map(([k, v]) => [k, (v.seconds < 0.01 ? v.seconds?.toExponential(2) : v.seconds?.toFixed(3)) ?? "", v.gflopsPerSec?.toFixed(1) ?? (v.mbPerSec ? `${v.mbPerSec.toFixed(0)} MB/s` : ""), v.backendConv2dGflopsPerSec?.toFixed(1) ?? (v.rawReadMbPerSec ? `${v.rawReadMbPerSec.toFixed(0)} MB/s` : ""), v.ratioToConv2d ? `${(100 * v.ratioToConv2d).toFixed(0)}% of conv2d` : v.speedupVs1Thread ? `${v.speedupVs1Thread.toFixed(2)}x 1 thread` : v.ratioToRawRead ? `${(100 * v.ratioToRawRead).toFixed(0)}% of raw read` : "", v.error ? `did not run: ${v.error.slice(0, 60)}` : v.slowerThanPytorch ? `${v.slowerThanPytorch.toFixed(1)}x PyTorch time*` : v.ratioToUnetStep ? `${(100 * v.ratioToUnetStep).toFixed(3)}% of a UNet step**` : ""]);
+const rows = Object.entries(results.cases).map(([k, v]) => [k, (v.seconds < 0.01 ? v.seconds?.toExponential(2) : v.seconds?.toFixed(3)) ?? "", v.gflopsPerSec?.toFixed(1) ?? (v.mbPerSec ? `${v.mbPerSec.toFixed(0)} MB/s` : ""), v.backendConv2dGflopsPerSec?.toFixed(1) ?? (v.rawReadMbPerSec ? `${v.rawReadMbPerSec.toFixed(0)} MB/s` : ""), v.ratioToConv2d ? `${(100 * v.ratioToConv2d).toFixed(0)}% of conv2d${v.ratioToConv2dClock ? ` (${(100 * v.ratioToConv2dClock).toFixed(0)}% on ${v.clock} time)` : ""}${v.ratioToSameShapes ? `, ${(100 * v.ratioToSameShapes).toFixed(0)}% of same shapes` : ""}` : v.speedupVs1Thread ? `${v.speedupVs1Thread.toFixed(2)}x 1 thread` : v.ratioToRawRead ? `${(100 * v.ratioToRawRead).toFixed(0)}% of raw read` : "", v.error ? `did not run: ${v.error.slice(0, 60)}` : v.slowerThanPytorch ? `${v.slowerThanPytorch.toFixed(1)}x PyTorch time*` : v.ratioToUnetStep ? `${(100 * v.ratioToUnetStep).toFixed(3)}% of a UNet step**` : ""]);
 const head = ["case", "seconds", "GFLOP/s", "backend rate", "vs backend", "vs PyTorch (other run)*"];
 const w = head.map((h, i) => Math.max(...rows.map((r) => r[i].length), h.length));
 const line = (r) => r.map((c, i) => c.padEnd(w[i])).join("  ");
@@ -392,7 +368,7 @@ console.log(`\n* PyTorch figures come from ../shared/perf/README.md: the same ha
 // committed in git HEAD; prints what got worse by more than 20%. In-run ratios (of the backend's own
 // primitives, of 1 thread, of a raw read) are robust to a busy machine; the PyTorch ratio is not.
 {
-  const RATIOS = { ratioToConv2d: "higher", ratioToMatMul: "higher", speedupVs1Thread: "higher", ratioToRawRead: "higher",
+  const RATIOS = { ratioToConv2d: "higher", ratioToMatMul: "higher", ratioToConv2dClock: "higher", ratioToSameShapes: "higher", speedupVs1Thread: "higher", ratioToRawRead: "higher",
     slowerThanPytorch: "lower", ratioToUnetStep: "lower", ratioToForward: "lower" };
   const rel = path.relative(path.resolve(here, ".."), out);
   let committed = null;

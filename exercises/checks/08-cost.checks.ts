@@ -1,6 +1,6 @@
 // Hidden checks of exercises/08-cost.ipynb: costPerImage and breakEvenVolume on fresh random prices (including a
 // code that never pays off); secondsPerImage against the grader's own timing of the same calls (a factor of 3
-// either way, and how the time grows from n to 4n steps: a constant or made-up number fails), on the model the
+// either way, and the time must grow from n to 4n steps: a constant or made-up number fails), on the model the
 // notebook loads (SD 1.5 if the Hub or the cache has it, else datasets/sd-tiny).
 //@@ exercise 08-cost
 //@@ data datasets/sd-tiny
@@ -11,7 +11,7 @@
 const MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5", OFFLINE_FOLDER = "../datasets/sd-tiny";
 const { pipe, source: model } = await lib.fromPretrainedOrOffline(lib.StableDiffusionPipeline, MODEL_ID, OFFLINE_FOLDER, { quiet: true });
 console.log(`hidden checks on ${model}`);
-/** The grader's own measurement: median of 3 timed calls after a warm-up. */
+/** The grader's own measurement: the fastest of 3 timed calls after a warm-up (the least disturbed by other work). */
 async function measure(steps: number): Promise<number> {
   const once = async () => {
     const t0 = performance.now();
@@ -20,8 +20,7 @@ async function measure(steps: number): Promise<number> {
     return (performance.now() - t0) / 1000;
   };
   await once();
-  const t = [await once(), await once(), await once()].sort((a, b) => a - b);
-  return t[1];
+  return Math.min(await once(), await once(), await once());
 }
 return { pipe, model, measure };
 
@@ -48,15 +47,22 @@ results.push(g.compareNumber(`breakEvenVolume(${F.toFixed(2)}, ${p.toFixed(4)}, 
 return g.all(...results);
 
 //@@ check seconds 3 secondsPerImage() measures this machine's seconds per picture
+// Timing on a shared machine is noisy (other notebooks may run beside this one): the grader takes its fastest of 3
+// calls, growth from n to 4n steps must be real (more than a third of the grader's growth) and at most linear (6× is
+// the ceiling with noise), and a miss is measured once more before it counts.
 const n = g.int(2, 3);
-const want = [await h.measure(n), await h.measure(4 * n)];
-const got = [await g.student("secondsPerImage", () => secondsPerImage(h.pipe, n, 2)), await g.student("secondsPerImage", () => secondsPerImage(h.pipe, 4 * n, 2))];
-if (!got.every((x) => typeof x === "number" && Number.isFinite(x) && x > 0)) return g.fail(`secondsPerImage should return a positive number of seconds; got ${got.map(String).join(" and ")}.`);
 const fmt = (x: number) => `${x.toFixed(3)} s`;
-const within = got.every((x, i) => x >= want[i] / 3 && x <= want[i] * 3);
-const ratioGot = got[1] / got[0], ratioWant = want[1] / want[0];
-const growth = ratioGot >= ratioWant / 2 && ratioGot <= ratioWant * 2;
-const what = `secondsPerImage(pipe, ${n}, 2) = ${fmt(got[0])} and (pipe, ${4 * n}, 2) = ${fmt(got[1])}; the grader measured ${fmt(want[0])} and ${fmt(want[1])} on ${h.model}`;
-if (within && growth) return g.pass(`${what}.`);
-return g.fail(`${what}. ` + (!within ? "Yours are more than 3 times off: time pipe.generate with performance.now() (milliseconds: divide by 1000), after one untimed warm-up call. "
-  : `Yours grow ${ratioGot.toFixed(2)}× from ${n} to ${4 * n} steps, the grader's ${ratioWant.toFixed(2)}×: measure each call with the steps given. `));
+let verdict = "";
+for (let attempt = 1; attempt <= 2; attempt++) {
+  const want = [await h.measure(n), await h.measure(4 * n)];
+  const got = [await g.student("secondsPerImage", () => secondsPerImage(h.pipe, n, 2)), await g.student("secondsPerImage", () => secondsPerImage(h.pipe, 4 * n, 2))];
+  if (!got.every((x) => typeof x === "number" && Number.isFinite(x) && x > 0)) return g.fail(`secondsPerImage should return a positive number of seconds; got ${got.map(String).join(" and ")}.`);
+  const within = got.every((x, i) => x >= want[i] / 3 && x <= want[i] * 3);
+  const ratioGot = got[1] / got[0], ratioWant = want[1] / want[0];
+  const growth = ratioGot >= 1 + (ratioWant - 1) / 3 && ratioGot <= 6;
+  const what = `secondsPerImage(pipe, ${n}, 2) = ${fmt(got[0])} and (pipe, ${4 * n}, 2) = ${fmt(got[1])}; the grader measured ${fmt(want[0])} and ${fmt(want[1])} on ${h.model}`;
+  if (within && growth) return g.pass(`${what}.`);
+  verdict = `${what}. ` + (!within ? "Yours are more than 3 times off: time pipe.generate with performance.now() (milliseconds: divide by 1000), after one untimed warm-up call. "
+    : `Yours grow ${ratioGot.toFixed(2)}× from ${n} to ${4 * n} steps, the grader's ${ratioWant.toFixed(2)}×: measure each call with the steps given. `);
+}
+return g.fail(verdict);

@@ -218,6 +218,20 @@ if (anySd) {
   sdSection(results, { quick, parts: ["text", "vae", "unet-32", "unet-64"].filter(wantSd) });
 }
 
+// --- host-side work a pipeline call does besides the tensors: the torch-exact noise and the tokenizer
+// Generator.randnArray for SD 1.5's initial latent [1,4,64,64] (Mersenne Twister + Box-Muller as torch) and
+// CLIPTokenizer.fromPretrained on the real CLIP tokenizer files (vocab 49,408, 48,894 merges) plus one encode.
+if (want("host")) {
+  const g = new K.Generator().manualSeed(0);
+  results.cases["Generator.randnArray [1,4,64,64]"] = { seconds: await timeIt(() => g.randnArray([1, 4, 64, 64]), { runs: 5 }) };
+  const tokDir = path.resolve(here, "../../shared/fixtures/sd-tiny-pipe");
+  results.cases["CLIPTokenizer.fromPretrained (SD 1.5 files)"] = {
+    seconds: await timeIt(() => K.CLIPTokenizer.fromPretrained(tokDir, { subfolder: "tokenizer" }), { runs: 3 }) };
+  const tok = await K.CLIPTokenizer.fromPretrained(tokDir, { subfolder: "tokenizer" });
+  results.cases["CLIPTokenizer.encode 77 tokens"] = {
+    seconds: await timeIt(() => tok.encode("a photograph of an astronaut riding a horse on the moon, highly detailed", { padding: "max_length", maxLength: 77, truncation: true }), { runs: 5 }) };
+}
+
 // --- schedulers: step() alone on an SD latent, beside the UNet step it sits in
 // Each of the ten classes from the SD 1.5 scheduler config, a 10-step loop on [2,64,64,4] (the
 // CFG batch of a 512x512 picture) with a fake model output; only the step() calls are timed (after a

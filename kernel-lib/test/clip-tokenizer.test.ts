@@ -243,11 +243,8 @@ describe("text cleaning (ftfy subset, basic)", () => {
 });
 
 describe("CLIPTokenizer.fromPretrained", () => {
-  it("loads the sd-tiny-pipe folder with subfolder tokenizer, quickly", async () => {
-    const t0 = performance.now();
+  it("loads the sd-tiny-pipe folder with subfolder tokenizer", async () => {
     const t = await CLIPTokenizer.fromPretrained(fixture("sd-tiny-pipe"), { subfolder: "tokenizer" });
-    const ms = performance.now() - t0;
-    expect(ms).toBeLessThan(1000);
     expect(t.vocabSize).toBe(49408);
     expect(t.bpeRanks.size).toBe(48894);
     expect(t.padTokenId).toBe(49407);

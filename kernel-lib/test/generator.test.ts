@@ -182,13 +182,4 @@ describe("Generator API", () => {
     r.dispose();
     expect(tf.memory().numTensors).toBe(before);
   });
-
-  it("randnArray([1,4,64,64]) takes a few ms", () => {
-    const g = new Generator().manualSeed(0);
-    g.randnArray([1, 4, 64, 64]); // warm-up
-    const t0 = performance.now();
-    for (let i = 0; i < 5; i++) g.randnArray([1, 4, 64, 64]);
-    const ms = (performance.now() - t0) / 5;
-    expect(ms).toBeLessThan(50);
-  });
 });

@@ -13,6 +13,8 @@ import { DDIMScheduler } from "../src/schedulers/scheduling-ddim.js";
 import { Generator } from "../src/random/generator.js";
 // @ts-expect-error plain JavaScript module without type declarations
 import { shapes, shapeParams, COLOURS } from "../../datasets/generators/shapes.mjs";
+// @ts-expect-error plain JavaScript module without type declarations
+import { judgeShapes, judgeAgainst } from "../../datasets/generators/shapes-judge.mjs";
 
 const DATASETS = path.resolve(__dirname, "../../datasets");
 const MODEL = path.join(DATASETS, "sd-tiny");
@@ -58,6 +60,37 @@ describe("shapes generator", () => {
     for (let i = 0; i < plain.data.length; i++) if (Math.abs(plain.data[i] - striped.data[i]) > 0.05) changed++;
     expect(changed / plain.data.length).toBeGreaterThan(0.02);
     expect(() => make(1, { style: "dots" })).toThrow(/unknown style "dots"/);
+  });
+});
+
+type Judgement = { colour: string; background: string; count: number; kind: string | null; stripes: number };
+const judge = judgeShapes as (pixels: Float32Array, size?: number) => Judgement;
+const against = judgeAgainst as (j: Judgement, want: ReturnType<typeof shapeParams>) => Record<"colour" | "background" | "count" | "kind", boolean>;
+
+describe("shapes judge (datasets/generators/shapes-judge.mjs, what scripts/eval-sd-tiny.mjs scores models with)", () => {
+  it("reads the generator's own pictures back: colours, background, count and kind; stripes only on striped ones", () => {
+    const n = 200;
+    for (const style of ["plain", "stripes"]) {
+      const { data } = make(n, { seed: 99, style });
+      const right = { colour: 0, background: 0, count: 0, kind: 0 };
+      let stripes = 0;
+      for (let i = 0; i < n; i++) {
+        const j = judge(data.subarray(i * D, (i + 1) * D), S);
+        const m = against(j, shapeParams(i, 99));
+        for (const k of Object.keys(right) as (keyof typeof right)[]) right[k] += m[k] ? 1 : 0;
+        stripes += j.stripes / n;
+      }
+      for (const k of Object.keys(right) as (keyof typeof right)[]) right[k] /= n;
+      if (style === "plain") {
+        expect(right, "plain pictures").toMatchObject({ colour: 1, background: 1 });
+        expect(right.count, "count").toBeGreaterThan(0.95);
+        expect(right.kind, "kind").toBeGreaterThan(0.95);
+        expect(stripes).toBeLessThan(0.1);
+      } else {
+        expect(right.background, "striped pictures: background").toBe(1);
+        expect(stripes, "stripe share of striped shapes (half the bands are light)").toBeGreaterThan(0.4);
+      }
+    }
   });
 });
 

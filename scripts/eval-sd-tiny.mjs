@@ -1,0 +1,72 @@
+// npm run eval-sd-tiny -- [--model DIR] [--lora FILE] [--n 48] [--steps 20] [--guidance 1,7.5] [--json FILE]
+// How well a shapes model (datasets/sd-tiny by default) follows its captions: it draws --n held-out captions of
+// datasets/generators/shapes.mjs (caption seed 99; training used seed 0) with a DDIMScheduler at each guidance
+// scale, and datasets/generators/shapes-judge.mjs reads every picture back: fill colour, background colour (for
+// captions that name one), number of shapes, their kind, and the stripe share. The judge's own score on the
+// generator's pictures of the same captions is the ceiling, printed beside.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+import { shapes, shapeParams } from "../datasets/generators/shapes.mjs";
+import { judgeShapes, judgeAgainst } from "../datasets/generators/shapes-judge.mjs";
+
+const require = createRequire(import.meta.url);
+const tf = require("@tensorflow/tfjs");
+const K = require("kernel-lib");
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
+const modelDir = path.resolve(opt("--model", path.join(root, "datasets", "sd-tiny")));
+const lora = opt("--lora", null);
+const n = Number(opt("--n", 48)), steps = Number(opt("--steps", 20));
+const guidances = opt("--guidance", "1,7.5").split(",").map(Number);
+const CAPTION_SEED = 99;
+if (!fs.existsSync(path.join(modelDir, "model_index.json"))) {
+  console.error(`eval-sd-tiny: ${modelDir} has no model_index.json; pass --model <a StableDiffusionPipeline folder>`);
+  process.exit(1);
+}
+
+const report = await K.initBackend({ quiet: true });
+const pipe = await K.StableDiffusionPipeline.fromPretrained(modelDir);
+pipe.scheduler = K.DDIMScheduler.fromConfig(pipe.scheduler.config);
+pipe.setProgressBarConfig({ disable: true });
+if (lora) await pipe.loadLoraWeights(path.resolve(lora));
+const params = Array.from({ length: n }, (_, i) => shapeParams(i, CAPTION_SEED));
+const prompts = params.map((p) => p.caption);
+const size = pipe.unet.config.sample_size * pipe.vaeScaleFactor;
+
+/** Share of pictures right per field, and the mean stripe share. */
+function score(pixels) {
+  const right = { colour: 0, background: 0, count: 0, kind: 0 };
+  let withBackground = 0, stripes = 0;
+  for (let i = 0; i < n; i++) {
+    const j = judgeShapes(pixels.subarray(i * size * size * 3, (i + 1) * size * size * 3), size);
+    const m = judgeAgainst(j, params[i]);
+    const saysBackground = / background$/.test(prompts[i]);
+    right.colour += m.colour; right.count += m.count; right.kind += m.kind;
+    if (saysBackground) { withBackground++; right.background += m.background; }
+    stripes += j.stripes;
+  }
+  return { colour: right.colour / n, background: right.background / withBackground, count: right.count / n, kind: right.kind / n, stripes: stripes / n };
+}
+
+const rows = {};
+rows["generator's pictures (plain): the judge's ceiling"] = score(shapes(n, { seed: CAPTION_SEED, size }).data);
+rows["generator's pictures (stripes)"] = score(shapes(n, { seed: CAPTION_SEED, size, style: "stripes" }).data);
+for (const g of guidances) {
+  const { images } = await pipe.generate({ prompt: prompts, numInferenceSteps: steps, guidanceScale: g, generator: new K.Generator().manualSeed(0), outputType: "np" });
+  rows[`model, guidance ${g}`] = score(await images.data());
+  images.dispose();
+}
+
+const pct = (v) => `${(100 * v).toFixed(0)}%`;
+console.log(`${path.relative(root, modelDir) || modelDir}${lora ? ` + LoRA ${lora}` : ""}: ${n} held-out captions (seed ${CAPTION_SEED}), ${steps} DDIM steps, ${report.backend}`);
+console.log(["", "colour", "background", "count", "kind", "stripes"].map((h, i) => (i ? h.padStart(11) : h.padEnd(52))).join(""));
+for (const [name, r] of Object.entries(rows)) console.log(name.padEnd(52) + [r.colour, r.background, r.count, r.kind, r.stripes].map((v) => pct(v).padStart(11)).join(""));
+const out = opt("--json", null);
+if (out) {
+  fs.writeFileSync(out, JSON.stringify({ model: path.relative(root, modelDir), lora, n, steps, captionSeed: CAPTION_SEED, backend: report.description, rows }, null, 2) + "\n");
+  console.log(`written ${out}`);
+}

@@ -127,7 +127,7 @@ export const SD_RECIPES = {
       const noiseScheduler = K.DDPMScheduler.fromConfig(SD15_SCHEDULER());
       const trainer = new K.TextToImageTrainer({ unet, vae, textEncoder, tokenizer, noiseScheduler }, {
         batchSize: o.batchSize, lr: o.lr, warmupSteps: o.train.warmupSteps, lrSchedule: o.train.lrSchedule, trainingSteps: o.steps, seed: o.seed,
-        proportionEmptyPrompts: 0.1, data: (step, b) => shapesBatch(o.seed, step, b, "plain"),
+        proportionEmptyPrompts: 0.1, noiseOffset: o.noiseOffset, data: (step, b) => shapesBatch(o.seed, step, b, "plain"),
       });
       const pipeline = () => new K.StableDiffusionPipeline({ vae, textEncoder, tokenizer, unet, scheduler: K.DDIMScheduler.fromConfig(SD15_SCHEDULER()) });
       return {
@@ -155,11 +155,13 @@ SD_RECIPES["sd-tiny-lora-stripes"] = {
     const pipe = await K.StableDiffusionPipeline.fromPretrained(SD_TINY_DIR);
     const { unet, vae, textEncoder, tokenizer } = pipe;
     pipe.scheduler = K.DDIMScheduler.fromConfig(pipe.scheduler.config);
-    const params = K.addLoraAdapter(unet, "stripes", { rank: 4, alpha: 4, targetModules: K.UNET_LORA_TARGET_MODULES, seed: o.seed });
+    // stripes are a 16x16-latent texture and this UNet has attention only at 8x8 and 4x4: besides the attention
+    // projections (train_text_to_image_lora.py's targets) the adapter patches the ResNet convs (kohya's "LoCon")
+    const params = K.addLoraAdapter(unet, "stripes", { rank: 4, alpha: 4, targetModules: [...K.UNET_LORA_TARGET_MODULES, "conv1", "conv2"], seed: o.seed });
     const noiseScheduler = K.DDPMScheduler.fromConfig(SD15_SCHEDULER());
     const trainer = new K.TextToImageTrainer({ unet, vae, textEncoder, tokenizer, noiseScheduler }, {
       batchSize: o.batchSize, lr: o.lr, warmupSteps: o.train.warmupSteps, lrSchedule: o.train.lrSchedule, trainingSteps: o.steps, seed: o.seed,
-      proportionEmptyPrompts: 0, trainable: K.parameterWeights(params), data: (step, b) => shapesBatch(o.seed + 7, step, b, "stripes"),
+      proportionEmptyPrompts: 0, noiseOffset: o.noiseOffset, trainable: K.parameterWeights(params), data: (step, b) => shapesBatch(o.seed + 7, step, b, "stripes"),
     });
     return {
       trainer, what: `LoRA rank 4 on ${params.length / 2} attention projections (${params.reduce((n, [, p]) => n + p.numel, 0)} parameters; UNet, VAE, CLIP frozen)`,

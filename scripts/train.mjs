@@ -1,5 +1,5 @@
 // npm run train -- <recipe> [--steps N] [--resume] [--out DIR] [--batch B] [--lr LR] [--minutes M] [--export DIR]
-//                           [--checkpoint-every N] [--sample-every N] [--seed S]
+//                           [--checkpoint-every N] [--sample-every N] [--seed S] [--noise-offset X]
 // Trains a recipe with the kit's own training code (kernel-lib/src/training) and writes, under --out
 // (default runs/<recipe>): checkpoints/checkpoint-<step>/ (resumable), loss.csv, loss.png, samples/step-<k>.png
 // and pipeline/ (what the recipe exports, in diffusers' layout). --export DIR also exports there.
@@ -37,6 +37,8 @@ const steps = num("--steps", t.steps);
 const batchSize = num("--batch", t.batchSize);
 const lr = num("--lr", t.lr);
 const seed = num("--seed", t.seed);
+// diffusers' --noise_offset (text-to-image recipes): from this run's first step on; a resumed run may change it
+const noiseOffset = num("--noise-offset", t.noiseOffset ?? 0);
 const minutes = num("--minutes", undefined);
 const checkpointEvery = num("--checkpoint-every", t.checkpointEvery);
 const sampleEvery = num("--sample-every", t.sampleEvery);
@@ -48,7 +50,7 @@ const ckptDir = path.join(out, "checkpoints");
 // ---- the recipe's trainer
 const report = await K.initBackend();
 console.log(K.formatBackendReport(report));
-const run = await recipe.build(K, tf, { seed, batchSize, lr, steps, train: t });
+const run = await recipe.build(K, tf, { seed, batchSize, lr, steps, noiseOffset, train: t });
 const trainer = run.trainer;
 fs.mkdirSync(path.join(out, "samples"), { recursive: true });
 const csv = path.join(out, "loss.csv");
@@ -63,7 +65,7 @@ if (resume) {
   if (K.listCheckpoints(ckptDir).length > 0) { console.error(`${ckptDir} already has checkpoints: pass --resume, or another --out`); process.exit(1); }
   fs.writeFileSync(csv, "step,loss,lr,grad_norm,seconds\n");
 }
-console.log(`${name}: ${run.what}, batch ${batchSize}, lr ${lr}, steps ${trainer.globalStep} -> ${steps}${minutes ? `, at most ${minutes} min` : ""}; writing ${path.relative(process.cwd(), out) || "."}`);
+console.log(`${name}: ${run.what}, batch ${batchSize}, lr ${lr}${noiseOffset ? `, noise offset ${noiseOffset}` : ""}, steps ${trainer.globalStep} -> ${steps}${minutes ? `, at most ${minutes} min` : ""}; writing ${path.relative(process.cwd(), out) || "."}`);
 
 async function saveSamples(step) {
   fs.writeFileSync(path.join(out, "samples", `step-${String(step).padStart(5, "0")}.png`), await run.sample());

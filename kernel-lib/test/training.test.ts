@@ -52,6 +52,24 @@ function weights(m: { namedParameters(): [string, { value: tf.Tensor }][] }): Ma
 }
 
 describe("DDPMTrainer", () => {
+  it("noise offset (diffusers' --noise_offset): eps + offset * randn(B, C, 1, 1), drawn after eps and before the timesteps", () => {
+    const shape: [number, number, number, number] = [3, 4, 5, 2];
+    const plain = sampleNoiseAndTimesteps(new Generator().manualSeed(9), shape, 1000);
+    const shifted = sampleNoiseAndTimesteps(new Generator().manualSeed(9), shape, 1000, 0.25);
+    // torch: noise = randn((B, C, H, W)); noise += 0.25 * randn((B, C, 1, 1)); timesteps = randint(...)
+    const g = new Generator().manualSeed(9);
+    g.randnArray([3, 2, 4, 5]);
+    const offset = g.randnArray([3, 2]);
+    const diff = tf.sub(shifted.noise, plain.noise).arraySync() as number[][][][];
+    for (let b = 0; b < 3; b++) for (let y = 0; y < 4; y++) for (let x = 0; x < 5; x++) for (let c = 0; c < 2; c++) {
+      expect(diff[b][y][x][c]).toBeCloseTo(0.25 * offset[b * 2 + c], 6);
+    }
+    const u = g.randArray([3]);
+    expect(shifted.timesteps).toEqual(Array.from(u, (v) => Math.floor(v * 1000)));
+    expect(() => sampleNoiseAndTimesteps(new Generator(), shape, 1000, -1)).toThrow(/noiseOffset must be a number >= 0/);
+    tf.dispose([plain.noise, shifted.noise]);
+  });
+
   it("5 steps on a fixed batch: finite losses, the loss on a fixed noise draw goes down, no tensor leaks", () => {
     const { unet, scheduler, trainer } = makeTrainer((_s) => fixedBatch(), 1e-2);
     const x0 = tf.tensor4d(fixedBatch(), [B, 8, 8, 3]);

@@ -17,11 +17,24 @@ export interface DiffusionNoise {
 
 /**
  * Draws the noise and the timesteps of one training batch from `generator`, in diffusers' order: the noise
- * first (the NCHW shape torch draws, moved channels-last), then one uniform integer timestep per picture.
+ * first (the NCHW shape torch draws, moved channels-last), then, with `noiseOffset` > 0, one more normal per
+ * picture and channel scaled by it and added over the whole picture (train_text_to_image.py's --noise_offset,
+ * "offset noise": Guttenberg 2023), then one uniform integer timestep per picture.
+ * Why an offset: with SD's schedule x_T still carries the picture's mean colour (sqrt(abar_T) = 0.068, and a mean
+ * over h*w positions averages the noise down by sqrt(h*w)), so a model trained on plain noise copies the mean of
+ * its starting noise instead of choosing it (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps
+ * Are Flawed"): washed-out colours, backgrounds that ignore the prompt. The offset hides that mean.
  */
-export function sampleNoiseAndTimesteps(generator: Generator, shape: [number, number, number, number], numTrainTimesteps: number): DiffusionNoise {
+export function sampleNoiseAndTimesteps(generator: Generator, shape: [number, number, number, number], numTrainTimesteps: number, noiseOffset = 0): DiffusionNoise {
   const [b, h, w, c] = shape;
-  const noise = tf.tidy(() => tf.transpose(generator.randn([b, c, h, w]), [0, 2, 3, 1])) as tf.Tensor4D;
+  if (!(noiseOffset >= 0 && Number.isFinite(noiseOffset))) throw new Error(`sampleNoiseAndTimesteps: noiseOffset must be a number >= 0 (diffusers' --noise_offset, e.g. 0.1), got ${noiseOffset}`);
+  let noise = tf.tidy(() => tf.transpose(generator.randn([b, c, h, w]), [0, 2, 3, 1])) as tf.Tensor4D;
+  if (noiseOffset > 0) {
+    const offset = generator.randn([b, c]); // torch.randn((B, C, 1, 1))
+    const shifted = tf.tidy(() => tf.add(noise, tf.mul(tf.reshape(offset, [b, 1, 1, c]), noiseOffset))) as tf.Tensor4D;
+    tf.dispose([noise, offset]);
+    noise = shifted;
+  }
   const u = generator.randArray([b]);
   const timesteps = Array.from(u, (v) => Math.min(numTrainTimesteps - 1, Math.floor(v * numTrainTimesteps)));
   return { noise, timesteps };

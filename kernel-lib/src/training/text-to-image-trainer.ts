@@ -47,6 +47,8 @@ export interface TextToImageTrainerOptions extends TrainerOptions {
   batchSize: number;
   /** probability of training on the empty caption (default 0.1) */
   proportionEmptyPrompts?: number;
+  /** diffusers' --noise_offset: a per-picture, per-channel normal times this added to the noise (default 0; see sampleNoiseAndTimesteps) */
+  noiseOffset?: number;
   /** "unet+text_encoder" (default), "unet", or adapter weights (LoRA: everything else frozen) */
   trainable?: "unet+text_encoder" | "unet" | TrainableWeights;
   /** EMA of the UNet (diffusers' --use_ema); default none */
@@ -120,7 +122,7 @@ export class TextToImageTrainer extends Trainer {
       return z;
     });
     x.dispose();
-    const draw = sampleNoiseAndTimesteps(generator, latents.shape, noiseScheduler.config.num_train_timesteps);
+    const draw = sampleNoiseAndTimesteps(generator, latents.shape, noiseScheduler.config.num_train_timesteps, this.opts.noiseOffset ?? 0);
     const drop = generator.randArray([batchSize]);
     const ids = this.tokenize(captions.map((c, i) => (drop[i] < (this.opts.proportionEmptyPrompts ?? 0.1) ? "" : c)));
     const frozenText = this.trainsTextEncoder ? null : tf.tidy(() => textEncoder.forward(ids).lastHiddenState);

@@ -18,34 +18,27 @@ import {
 import { packLoraWeights, saveLoraWeights } from "../src/lora/lora-save.js";
 import { prepareTfjsForTraining } from "../src/training/tfjs-gradients.js";
 import { Linear } from "../src/models/layers.js";
-import { fixture, loadFixture, nchwToNhwc, expectClose, TOL } from "./helpers.js";
+import { fixture, nchwToNhwc, expectClose, TOL } from "./helpers.js";
+import { FILES, meta, openLoraFixture, closeLoraFixture, type LoraFixture } from "./lora-fixture.js";
 
-const LORA = (f: string) => fixture("lora", f);
-const FILES = { diffusers: LORA("lora_r4.diffusers.safetensors"), kohya_a4: LORA("lora_r4_a4.kohya.safetensors"), kohya_a8: LORA("lora_r4_a8.kohya.safetensors") };
 /** The fixture files' own __metadata__: with it, a saved file can be compared with the fixture byte for byte. */
 const FIXTURE_METADATA = { producer: "steering/tools/refgen" };
-const meta = JSON.parse(fs.readFileSync(LORA("lora_golden.json"), "utf8"));
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), "lora-save-"));
 const tmp = (...p: string[]) => path.join(tmpRoot, ...p);
 
 let pipe: StableDiffusionPipeline;
 let gold: Record<string, tf.Tensor>;
 let sample: tf.Tensor4D, ehs: tf.Tensor3D, timestep: number;
+/** Our base UNet output: "back to base" means these exact bits. */
 let ourBase: tf.Tensor4D;
+let fx: LoraFixture | undefined;
 
 beforeAll(async () => {
-  pipe = await StableDiffusionPipeline.fromPretrained(fixture("sd-tiny-pipe"));
-  pipe.setProgressBarConfig({ disable: true });
-  gold = loadFixture("lora", "lora_golden.safetensors");
-  sample = nchwToNhwc(gold["input/sample"]);
-  ehs = gold["input/encoder_hidden_states"] as tf.Tensor3D;
-  timestep = gold["input/timestep"].dataSync()[0];
-  ourBase = unetOut();
+  fx = await openLoraFixture();
+  ({ pipe, gold, sample, ehs, timestep, ourBase } = fx);
 });
 afterAll(() => {
-  pipe?.dispose();
-  tf.dispose(Object.values(gold ?? {}));
-  tf.dispose([sample, ourBase]);
+  closeLoraFixture(fx);
   fs.rmSync(tmpRoot, { recursive: true, force: true });
 });
 

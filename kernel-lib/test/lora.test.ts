@@ -15,11 +15,9 @@ import type { Module } from "../src/models/module.js";
 import { readSafetensorsArrays, saveSafetensors, type RawTensor } from "../src/io/safetensors.js";
 import { explainLoraFile, parseLoraStateDict, pipelineLoraModels } from "../src/lora/lora-loader.js";
 import { loraLayers, loraTargets, withLoraScale } from "../src/lora/peft-utils.js";
-import { fixture, loadFixture, nchwToNhwc, expectClose, TOL } from "./helpers.js";
+import { fixture, nchwToNhwc, expectClose, TOL } from "./helpers.js";
+import { FILES, meta, openLoraFixture, closeLoraFixture, type LoraFixture } from "./lora-fixture.js";
 
-const LORA = (f: string) => fixture("lora", f);
-const FILES = { diffusers: LORA("lora_r4.diffusers.safetensors"), kohya_a4: LORA("lora_r4_a4.kohya.safetensors"), kohya_a8: LORA("lora_r4_a8.kohya.safetensors") };
-const meta = JSON.parse(fs.readFileSync(LORA("lora_golden.json"), "utf8"));
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), "lora-"));
 
 let pipe: StableDiffusionPipeline;
@@ -27,20 +25,14 @@ let gold: Record<string, tf.Tensor>;
 let sample: tf.Tensor4D, ehs: tf.Tensor3D, timestep: number;
 /** Our base UNet output: "back to base" means these exact bits. */
 let ourBase: tf.Tensor4D;
+let fx: LoraFixture | undefined;
 
 beforeAll(async () => {
-  pipe = await StableDiffusionPipeline.fromPretrained(fixture("sd-tiny-pipe"));
-  pipe.setProgressBarConfig({ disable: true });
-  gold = loadFixture("lora", "lora_golden.safetensors");
-  sample = nchwToNhwc(gold["input/sample"]);
-  ehs = gold["input/encoder_hidden_states"] as tf.Tensor3D;
-  timestep = gold["input/timestep"].dataSync()[0];
-  ourBase = unetOut();
+  fx = await openLoraFixture();
+  ({ pipe, gold, sample, ehs, timestep, ourBase } = fx);
 });
 afterAll(() => {
-  pipe?.dispose();
-  tf.dispose(Object.values(gold ?? {}));
-  tf.dispose([sample, ourBase]);
+  closeLoraFixture(fx);
   fs.rmSync(tmpRoot, { recursive: true, force: true });
 });
 

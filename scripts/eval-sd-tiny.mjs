@@ -1,4 +1,4 @@
-// npm run eval-sd-tiny -- [--model DIR] [--lora FILE] [--n 48] [--steps 20] [--guidance 1,7.5] [--json FILE]
+// npm run eval-sd-tiny -- [--model DIR] [--lora FILE] [--n 48] [--steps 20] [--guidance 1,4,7.5] [--json FILE]
 // How well a shapes model (datasets/sd-tiny by default) follows its captions: it draws --n held-out captions of
 // datasets/generators/shapes.mjs (caption seed 99; training used seed 0) with a DDIMScheduler at each guidance
 // scale, and datasets/generators/shapes-judge.mjs reads every picture back: fill colour, background colour (for
@@ -21,7 +21,7 @@ const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args
 const modelDir = path.resolve(opt("--model", path.join(root, "datasets", "sd-tiny")));
 const lora = opt("--lora", null);
 const n = Number(opt("--n", 48)), steps = Number(opt("--steps", 20));
-const guidances = opt("--guidance", "1,7.5").split(",").map(Number);
+const guidances = opt("--guidance", "1,4,7.5").split(",").map(Number);
 const CAPTION_SEED = 99;
 if (!fs.existsSync(path.join(modelDir, "model_index.json"))) {
   console.error(`eval-sd-tiny: ${modelDir} has no model_index.json; pass --model <a StableDiffusionPipeline folder>`);

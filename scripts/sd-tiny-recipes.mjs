@@ -116,7 +116,9 @@ export const SD_RECIPES = {
   },
   "sd-tiny": {
     description: "the UNet2DConditionModel + CLIPTextModel of datasets/sd-tiny on captioned shapes (10% empty captions), with its trained VAE",
-    train: { batchSize: 32, lr: 1e-3, warmupSteps: 100, lrSchedule: "cosine", steps: 1500, seed: 0, checkpointEvery: 100, sampleEvery: 250 },
+    // noise offset 0.3 (diffusers' --noise_offset): without it the model copies its starting noise's mean colour and
+    // ignores the background words (sampleNoiseAndTimesteps explains why; the card shows the measurements)
+    train: { batchSize: 32, lr: 1e-3, warmupSteps: 100, lrSchedule: "cosine", steps: 3800, noiseOffset: 0.3, seed: 0, checkpointEvery: 100, sampleEvery: 250 },
     build: async (K, tf, o) => {
       const vaeDir = path.join(o.vaeFrom ?? SD_TINY_DIR, "vae");
       if (!fs.existsSync(vaeDir)) throw new Error(`sd-tiny: no trained VAE in ${vaeDir}; run \`npm run train -- sd-tiny-vae --export datasets/sd-tiny\` first`);
@@ -149,7 +151,7 @@ export const SD_RECIPES = {
 // targets), trained on the same captions with striped pictures, so that loading it turns shapes striped.
 SD_RECIPES["sd-tiny-lora-stripes"] = {
   description: "a rank-4 LoRA on datasets/sd-tiny's UNet attention that draws the shapes striped (both LoRA file formats)",
-  train: { batchSize: 32, lr: 1e-3, warmupSteps: 20, lrSchedule: "constant_with_warmup", steps: 150, seed: 0, checkpointEvery: 50, sampleEvery: 75 },
+  train: { batchSize: 32, lr: 2e-3, warmupSteps: 20, lrSchedule: "constant_with_warmup", steps: 400, noiseOffset: 0.3, seed: 0, checkpointEvery: 50, sampleEvery: 100 },
   build: async (K, tf, o) => {
     if (!fs.existsSync(path.join(SD_TINY_DIR, "unet"))) throw new Error(`sd-tiny-lora-stripes: no trained model in ${SD_TINY_DIR}; train sd-tiny-vae and sd-tiny first`);
     const pipe = await K.StableDiffusionPipeline.fromPretrained(SD_TINY_DIR);

@@ -150,8 +150,8 @@ export const SD_RECIPES = {
 // The style LoRA: rank-4 adapters on every attention projection of the trained UNet (train_text_to_image_lora.py's
 // targets), trained on the same captions with striped pictures, so that loading it turns shapes striped.
 SD_RECIPES["sd-tiny-lora-stripes"] = {
-  description: "a rank-4 LoRA on datasets/sd-tiny's UNet attention that draws the shapes striped (both LoRA file formats)",
-  train: { batchSize: 32, lr: 2e-3, warmupSteps: 20, lrSchedule: "constant_with_warmup", steps: 400, noiseOffset: 0.3, seed: 0, checkpointEvery: 50, sampleEvery: 100 },
+  description: "a rank-4 LoRA on datasets/sd-tiny's UNet attention projections and ResNet convs that draws the shapes striped (both LoRA file formats)",
+  train: { batchSize: 32, lr: 5e-3, warmupSteps: 20, lrSchedule: "constant_with_warmup", steps: 800, noiseOffset: 0.3, seed: 0, checkpointEvery: 50, sampleEvery: 100 },
   build: async (K, tf, o) => {
     if (!fs.existsSync(path.join(SD_TINY_DIR, "unet"))) throw new Error(`sd-tiny-lora-stripes: no trained model in ${SD_TINY_DIR}; train sd-tiny-vae and sd-tiny first`);
     const pipe = await K.StableDiffusionPipeline.fromPretrained(SD_TINY_DIR);
@@ -166,7 +166,7 @@ SD_RECIPES["sd-tiny-lora-stripes"] = {
       proportionEmptyPrompts: 0, noiseOffset: o.noiseOffset, trainable: K.parameterWeights(params), data: (step, b) => shapesBatch(o.seed + 7, step, b, "stripes"),
     });
     return {
-      trainer, what: `LoRA rank 4 on ${params.length / 2} attention projections (${params.reduce((n, [, p]) => n + p.numel, 0)} parameters; UNet, VAE, CLIP frozen)`,
+      trainer, what: `LoRA rank 4 on ${params.length / 2} modules, ${params.filter(([n]) => /\.conv[12]\.lora_A\./.test(n)).length} of them ResNet convs (${params.reduce((n, [, p]) => n + p.numel, 0)} parameters; UNet, VAE, CLIP frozen)`,
       sample: () => promptGrid(K, tf, pipe),
       export: (dir) => {
         fs.mkdirSync(dir, { recursive: true });

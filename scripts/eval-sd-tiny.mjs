@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRequire } from "node:module";
 import { shapes, shapeParams } from "../datasets/generators/shapes.mjs";
-import { judgeShapes, judgeAgainst } from "../datasets/generators/shapes-judge.mjs";
+import { scoreCaptions } from "../datasets/generators/shapes-judge.mjs";
 
 const require = createRequire(import.meta.url);
 const tf = require("@tensorflow/tfjs");
@@ -43,20 +43,7 @@ const params = Array.from({ length: n }, (_, i) => shapeParams(i, CAPTION_SEED))
 const prompts = params.map((p) => p.caption);
 const size = pipe.unet.config.sample_size * pipe.vaeScaleFactor;
 
-/** Share of pictures right per field, and the mean stripe share. */
-function score(pixels) {
-  const right = { colour: 0, background: 0, count: 0, kind: 0 };
-  let withBackground = 0, stripes = 0;
-  for (let i = 0; i < n; i++) {
-    const j = judgeShapes(pixels.subarray(i * size * size * 3, (i + 1) * size * size * 3), size);
-    const m = judgeAgainst(j, params[i]);
-    const saysBackground = / background$/.test(prompts[i]);
-    right.colour += m.colour; right.count += m.count; right.kind += m.kind;
-    if (saysBackground) { withBackground++; right.background += m.background; }
-    stripes += j.stripes;
-  }
-  return { colour: right.colour / n, background: right.background / withBackground, count: right.count / n, kind: right.kind / n, stripes: stripes / n };
-}
+const score = (pixels) => scoreCaptions(pixels, params, size);
 
 const rows = {};
 rows["generator's pictures (plain): the judge's ceiling"] = score(shapes(n, { seed: CAPTION_SEED, size }).data);

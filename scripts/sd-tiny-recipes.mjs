@@ -147,8 +147,8 @@ export const SD_RECIPES = {
   },
 };
 
-// The style LoRA: rank-4 adapters on every attention projection of the trained UNet (train_text_to_image_lora.py's
-// targets), trained on the same captions with striped pictures, so that loading it turns shapes striped.
+// The style LoRA: rank-4 adapters on every attention projection (train_text_to_image_lora.py's targets) and every
+// ResNet conv of the trained UNet, trained on the same captions with striped pictures, so that loading it stripes shapes.
 SD_RECIPES["sd-tiny-lora-stripes"] = {
   description: "a rank-4 LoRA on datasets/sd-tiny's UNet attention projections and ResNet convs that draws the shapes striped (both LoRA file formats)",
   train: { batchSize: 32, lr: 5e-3, warmupSteps: 20, lrSchedule: "constant_with_warmup", steps: 800, noiseOffset: 0.3, seed: 0, checkpointEvery: 50, sampleEvery: 100 },

@@ -5,6 +5,7 @@
 //   import { judgeShapes } from "../datasets/generators/shapes-judge.mjs";
 //   const j = judgeShapes(pixels, 32);   // pixels: NHWC [32, 32, 3] in [0, 1]
 //   // { background: "blue", colour: "red", count: 2, kind: "circle", stripes: 0.02, fillShare: 0.18 }
+//   scoreCaptions(pixels, params, 32)   // n pictures vs shapeParams(i, seed): { colour: 0.68, background: 1, ... }
 //
 // Colours: each pixel takes the nearest of the 8 caption colours (Euclidean RGB). The background is the commonest
 // colour in the ring 1-2 pixels inside the edge; the fill the commonest of the rest. Shapes: 4-connected components of pixels not of the
@@ -12,8 +13,7 @@
 // square or triangle with the same area and centroid, at its best rotation, that overlaps the component most
 // (intersection over union). Stripes: of the shape pixels, the share nearer the light band colour
 // (0.45 fill + 0.55, as shapes.mjs paints it) than the fill.
-import { COLOURS, SHAPES } from "./shapes.mjs";
-import { inTriangle } from "./procedural.mjs";
+import { COLOURS, SQUARE_HALF_SIDE, TRIANGLE, insideUnitShape } from "./shapes.mjs";
 
 const NAMES = Object.keys(COLOURS);
 const dist2 = (a, b) => (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 + (a[2] - b[2]) ** 2;
@@ -24,16 +24,11 @@ function commonest(counts, skip = -1) {
   return best;
 }
 
-/** Is (u, v) inside the generator's shape of this kind (unit size, centred on its centroid)? */
-function insideUnit(kind, u, v) {
-  if (kind === "circle") return u * u + v * v <= 1;
-  if (kind === "square") return Math.abs(u) <= 0.85 && Math.abs(v) <= 0.85;
-  return inTriangle(u, v + TRIANGLE_CENTROID_V, ...TRIANGLE);
-}
-// shapes.mjs's triangle (unit size) and its centroid's v, so that candidates are placed centroid on centroid
-const TRIANGLE = [[0, -1.05], [-1.05, 0.8], [1.05, 0.8]];
-const TRIANGLE_CENTROID_V = (-1.05 + 0.8 + 0.8) / 3;
-const UNIT_AREA = { circle: Math.PI, square: 1.7 * 1.7, triangle: 0.5 * 2.1 * 1.85 };
+// each candidate is placed centroid on centroid: the triangle's centroid is below its frame's origin
+const TRIANGLE_CENTROID_V = TRIANGLE.reduce((sum, [, v]) => sum + v, 0) / 3;
+const insideUnit = (kind, u, v) => insideUnitShape(kind, u, kind === "triangle" ? v + TRIANGLE_CENTROID_V : v);
+const triangleArea = (([a, b, c]) => Math.abs((b[0] - a[0]) * (c[1] - a[1]) - (c[0] - a[0]) * (b[1] - a[1])) / 2)(TRIANGLE);
+const UNIT_AREA = { circle: Math.PI, square: (2 * SQUARE_HALF_SIDE) ** 2, triangle: triangleArea };
 // rotations tried: a square repeats every 90 degrees, the (nearly equilateral) triangle every 120
 const ANGLES = { circle: [0], square: Array.from({ length: 30 }, (_, k) => (k * Math.PI) / 60), triangle: Array.from({ length: 40 }, (_, k) => (k * Math.PI) / 60) };
 
@@ -141,4 +136,20 @@ export function judgeAgainst(j, want) {
   };
 }
 
-export { SHAPES };
+/**
+ * Judges n pictures (NHWC [n, size, size, 3] in [0, 1]) against their captions' parameters (shapeParams): the share
+ * of pictures right per field (background: of the captions that name one) and the mean stripe share.
+ */
+export function scoreCaptions(pixels, params, size = 32) {
+  const n = params.length, d = size * size * 3;
+  const right = { colour: 0, background: 0, count: 0, kind: 0 };
+  let withBackground = 0, stripes = 0;
+  params.forEach((p, i) => {
+    const j = judgeShapes(pixels.subarray(i * d, (i + 1) * d), size);
+    const m = judgeAgainst(j, p);
+    right.colour += m.colour; right.count += m.count; right.kind += m.kind;
+    if (p.caption.endsWith(" background")) { withBackground++; right.background += m.background; }
+    stripes += j.stripes;
+  });
+  return { colour: right.colour / n, background: withBackground ? right.background / withBackground : NaN, count: right.count / n, kind: right.kind / n, stripes: stripes / n };
+}

@@ -58,14 +58,23 @@ export function shapeParams(index, seed = 0) {
   return { caption, colour, background, kind, count, fill, bg, items, stripeAngle: r() * Math.PI, stripePhase: r() };
 }
 
+/** The shapes at unit size, in their own (rotated) frame: a square's half-side and a triangle's corners. */
+export const SQUARE_HALF_SIDE = 0.85;
+export const TRIANGLE = [[0, -1.05], [-1.05, 0.8], [1.05, 0.8]];
+
+/** Is (u, v), in units of the shape's size in its own frame, inside a unit circle, square or triangle? */
+export function insideUnitShape(kind, u, v) {
+  if (kind === "circle") return u * u + v * v <= 1;
+  if (kind === "square") return Math.abs(u) <= SQUARE_HALF_SIDE && Math.abs(v) <= SQUARE_HALF_SIDE;
+  return inTriangle(u, v, ...TRIANGLE);
+}
+
 /** Is (x, y) inside one shape (a circle of radius `size`, a square of half-side 0.85 size, or a triangle)? */
 function inside(kind, o, x, y) {
   const dx = x - o.cx, dy = y - o.cy;
-  const c = Math.cos(o.angle), s = Math.sin(o.angle);
-  const u = (c * dx + s * dy) / o.size, v = (-s * dx + c * dy) / o.size;
   if (kind === "circle") return dx * dx + dy * dy <= o.size * o.size;
-  if (kind === "square") return Math.abs(u) <= 0.85 && Math.abs(v) <= 0.85;
-  return inTriangle(u, v, [0, -1.05], [-1.05, 0.8], [1.05, 0.8]);
+  const c = Math.cos(o.angle), s = Math.sin(o.angle);
+  return insideUnitShape(kind, (c * dx + s * dy) / o.size, (-s * dx + c * dy) / o.size);
 }
 
 /** Renders picture `index` into `out` (NHWC, [0, 1]) at `offset`; returns its caption. */

@@ -14,7 +14,7 @@ import { Generator } from "../src/random/generator.js";
 // @ts-expect-error plain JavaScript module without type declarations
 import { shapes, shapeParams, COLOURS } from "../../datasets/generators/shapes.mjs";
 // @ts-expect-error plain JavaScript module without type declarations
-import { judgeShapes, judgeAgainst } from "../../datasets/generators/shapes-judge.mjs";
+import { scoreCaptions } from "../../datasets/generators/shapes-judge.mjs";
 
 const DATASETS = path.resolve(__dirname, "../../datasets");
 const MODEL = path.join(DATASETS, "sd-tiny");
@@ -63,34 +63,19 @@ describe("shapes generator", () => {
   });
 });
 
-type Judgement = { colour: string; background: string; count: number; kind: string | null; stripes: number };
-const judge = judgeShapes as (pixels: Float32Array, size?: number) => Judgement;
-const against = judgeAgainst as (j: Judgement, want: ReturnType<typeof shapeParams>) => Record<"colour" | "background" | "count" | "kind", boolean>;
+const score = scoreCaptions as (pixels: Float32Array, params: ReturnType<typeof shapeParams>[], size?: number) => Record<"colour" | "background" | "count" | "kind" | "stripes", number>;
 
 describe("shapes judge (datasets/generators/shapes-judge.mjs, what scripts/eval-sd-tiny.mjs scores models with)", () => {
   it("reads the generator's own pictures back: colours, background, count and kind; stripes only on striped ones", () => {
-    const n = 200;
-    for (const style of ["plain", "stripes"]) {
-      const { data } = make(n, { seed: 99, style });
-      const right = { colour: 0, background: 0, count: 0, kind: 0 };
-      let stripes = 0;
-      for (let i = 0; i < n; i++) {
-        const j = judge(data.subarray(i * D, (i + 1) * D), S);
-        const m = against(j, shapeParams(i, 99));
-        for (const k of Object.keys(right) as (keyof typeof right)[]) right[k] += m[k] ? 1 : 0;
-        stripes += j.stripes / n;
-      }
-      for (const k of Object.keys(right) as (keyof typeof right)[]) right[k] /= n;
-      if (style === "plain") {
-        expect(right, "plain pictures").toMatchObject({ colour: 1, background: 1 });
-        expect(right.count, "count").toBeGreaterThan(0.95);
-        expect(right.kind, "kind").toBeGreaterThan(0.95);
-        expect(stripes).toBeLessThan(0.1);
-      } else {
-        expect(right.background, "striped pictures: background").toBe(1);
-        expect(stripes, "stripe share of striped shapes (half the bands are light)").toBeGreaterThan(0.4);
-      }
-    }
+    const params = Array.from({ length: 200 }, (_, i) => shapeParams(i, 99));
+    const plain = score(make(200, { seed: 99 }).data, params, S);
+    expect(plain, "plain pictures").toMatchObject({ colour: 1, background: 1 });
+    expect(plain.count, "count").toBeGreaterThan(0.95);
+    expect(plain.kind, "kind").toBeGreaterThan(0.95);
+    expect(plain.stripes).toBeLessThan(0.1);
+    const striped = score(make(200, { seed: 99, style: "stripes" }).data, params, S);
+    expect(striped.background, "striped pictures: background").toBe(1);
+    expect(striped.stripes, "stripe share of striped shapes (half the bands are light)").toBeGreaterThan(0.4);
   });
 });
 
@@ -184,13 +169,5 @@ async function heldOut(pipe: StableDiffusionPipeline, guidanceScale: number, n =
   const { images } = await pipe.generate({ prompt: params.map((p) => p.caption), numInferenceSteps: 20, guidanceScale, generator: new Generator().manualSeed(2), outputType: "np" });
   const pixels = images.dataSync() as Float32Array;
   images.dispose();
-  let colour = 0, background = 0, withBackground = 0, stripes = 0;
-  params.forEach((p, i) => {
-    const j = judge(pixels.subarray(i * D, (i + 1) * D), S);
-    const m = against(j, p);
-    colour += m.colour ? 1 / n : 0;
-    if (p.caption.endsWith(" background")) { withBackground++; background += m.background ? 1 : 0; }
-    stripes += j.stripes / n;
-  });
-  return { colour, background: background / withBackground, stripes, pixels };
+  return { ...score(pixels, params, S), pixels };
 }

@@ -3,7 +3,7 @@
 // then the raw little-endian data; offsets are relative to the first byte after the header.
 import * as fs from "node:fs";
 import * as tf from "@tensorflow/tfjs";
-import { widenFloat16, bfloat16ToFloat32Into, float32ToFloat16 } from "./float16.js";
+import { widenFloat16, bfloat16ToFloat32Into, float32ToFloat16, float16ToFloat32 } from "./float16.js";
 import { writableFloat32Tensor } from "../runtime/writable-tensor.js";
 
 export type SafetensorsDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
@@ -14,11 +14,14 @@ const BYTES: Record<SafetensorsDtype, number> = {
 
 export interface TensorInfo { dtype: SafetensorsDtype; shape: number[]; dataOffsets: [number, number] }
 
-/** A tensor read from disk: float formats widened to float32 (tfjs has no float16), I64 narrowed to int32. */
+/**
+ * A tensor read from disk: float formats widened to float32 (tfjs has no float16), I64 narrowed to int32; F16 kept
+ * as its bits (Uint16Array) only when asked (readSafetensorsArrays' keepFloat16, for host copies at half the memory).
+ */
 export interface RawTensor {
   dtype: SafetensorsDtype;           // dtype stored in the file
   shape: number[];
-  data: Float32Array | Float64Array | Int32Array | Uint8Array;
+  data: Float32Array | Float64Array | Int32Array | Uint8Array | Uint16Array;
 }
 
 export class SafetensorsError extends Error {
@@ -167,8 +170,8 @@ function readArray(fd: number, file: string, name: string, info: TensorInfo, dat
   }
 }
 
-/** Reads tensors as plain typed arrays (no tfjs), optionally only some names. */
-export function readSafetensorsArrays(file: string, names?: string[]): { tensors: Map<string, RawTensor>; metadata: Record<string, string> } {
+/** Reads tensors as plain typed arrays (no tfjs), optionally only some names; keepFloat16: F16 data as its bits. */
+export function readSafetensorsArrays(file: string, names?: string[], opts: { keepFloat16?: boolean } = {}): { tensors: Map<string, RawTensor>; metadata: Record<string, string> } {
   const header = readSafetensorsHeader(file);
   const wanted = names ?? [...header.tensors.keys()];
   const out = new Map<string, RawTensor>();
@@ -177,6 +180,12 @@ export function readSafetensorsArrays(file: string, names?: string[]): { tensors
     for (const name of wanted) {
       const info = header.tensors.get(name);
       if (!info) throw new SafetensorsError(file, `no tensor named "${name}"`);
+      if (opts.keepFloat16 && info.dtype === "F16") {
+        const bits = new Uint16Array(info.shape.reduce((a, b) => a * b, 1));
+        readFully(fd, new Uint8Array(bits.buffer), header.dataStart + info.dataOffsets[0], file, name);
+        out.set(name, { dtype: "F16", shape: info.shape, data: bits });
+        continue;
+      }
       out.set(name, { dtype: info.dtype, shape: info.shape, data: readArray(fd, file, name, info, header.dataStart) });
     }
   } finally {
@@ -187,7 +196,7 @@ export function readSafetensorsArrays(file: string, names?: string[]): { tensors
 
 /** A tfjs tensor from a RawTensor: floats -> float32, integers -> int32, U8/BOOL -> int32. */
 export function rawToTensor(raw: RawTensor): tf.Tensor {
-  const d = raw.data;
+  const d = raw.data instanceof Uint16Array ? float16ToFloat32(raw.data) : raw.data;
   if (d instanceof Float32Array) return tf.tensor(d, raw.shape, "float32");
   if (d instanceof Float64Array) return tf.tensor(Float32Array.from(d), raw.shape, "float32");
   if (d instanceof Int32Array) return tf.tensor(d, raw.shape, "int32");

@@ -4,7 +4,8 @@
 // Only synchronous methods (forward, encode, decode): the post hook runs when the method returns or throws.
 
 export interface ForwardHook {
-  preForward?(target: object, method: string): void;
+  /** `args`: the call's arguments (read-only: a hook must not change them) */
+  preForward?(target: object, method: string, args: unknown[]): void;
   postForward?(target: object, method: string): void;
 }
 
@@ -32,7 +33,7 @@ export function addForwardHook(target: object, methods: readonly string[], hook:
       const entry: Wrapped = { own, hooks: [] };
       const wrapper = function (this: unknown, ...args: unknown[]): unknown {
         const hooks = [...entry.hooks];
-        for (const h of hooks) h.preForward?.(target, name);
+        for (const h of hooks) h.preForward?.(target, name, args);
         try {
           return original.apply(this, args);
         } finally {

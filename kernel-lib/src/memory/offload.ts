@@ -17,6 +17,8 @@ export interface OffloadHandle {
   offload(): void;
   /** Removes the hooks and makes every weight a resident tensor again. */
   remove(): void;
+  /** Removes the hooks and leaves every weight in host memory (to hand the model to another kind of offload). */
+  detach(): void;
 }
 
 function parametersOf(model: Module): Parameter[] {
@@ -53,6 +55,10 @@ export function cpuOffload(model: Module): OffloadHandle {
       removers.forEach((r) => r());
       params.forEach((p) => p.restore());
     },
+    detach() {
+      removers.forEach((r) => r());
+      offload();
+    },
   };
 }
 
@@ -79,6 +85,10 @@ export function cpuOffloadWithHook(model: Module, prevModuleHook?: OffloadHandle
       remove();
       params.forEach((p) => p.restore());
     },
+    detach() {
+      remove();
+      offload();
+    },
   };
 }
 
@@ -92,6 +102,31 @@ interface PipelineOffload {
 }
 
 const pipelineState = new WeakMap<object, PipelineOffload>();
+
+/**
+ * Models offloaded on their own (a model loaded alone whose weights did not fit the device: memory/model-memory.ts).
+ * Pipeline offload leaves them as they are.
+ */
+const modelState = new WeakMap<Module, OffloadHandle>();
+
+/** Sequential offload of one model by itself (not through a pipeline); kept until removeModelOffload. */
+export function setModelOffload(model: Module): OffloadHandle {
+  removeModelOffload(model);
+  const h = cpuOffload(model);
+  modelState.set(model, h);
+  return h;
+}
+
+/** Does `model` carry an offload of its own? */
+export function hasModelOffload(model: Module): boolean {
+  return modelState.has(model);
+}
+
+/** Removes a model's own offload: its weights become resident tensors again. */
+export function removeModelOffload(model: Module): void {
+  modelState.get(model)?.remove();
+  modelState.delete(model);
+}
 
 const snakeCase = (s: string) => s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
@@ -107,12 +142,20 @@ export function getOffloadMode(pipe: object): OffloadMode | null {
   return pipelineState.get(pipe)?.mode ?? null;
 }
 
-/** Removes any offload from the pipeline: every weight becomes a resident tensor again. */
-export function disableCpuOffload(pipe: object): void {
+/**
+ * Removes any offload from the pipeline: every weight becomes a resident tensor again (restore = false: the weights
+ * stay in host memory, for a switch to another kind of offload that would otherwise upload them all first).
+ */
+export function disableCpuOffload(pipe: object, restore = true): void {
   const state = pipelineState.get(pipe);
   if (!state) return;
-  state.handles.forEach((h) => h.remove());
+  state.handles.forEach((h) => (restore ? h.remove() : h.detach()));
   pipelineState.delete(pipe);
+}
+
+/** The pipeline's model components that pipeline offload manages (not those offloaded on their own). */
+function offloadableModules(pipe: object): [string, Module][] {
+  return pipelineModules(pipe).filter(([, m]) => !modelState.has(m));
 }
 
 /**
@@ -120,8 +163,8 @@ export function disableCpuOffload(pipe: object): void {
  * unchained hooks on any other model component. Replaces any offload already set.
  */
 export function enableModelCpuOffload(pipe: object, seq: string | null): void {
-  disableCpuOffload(pipe);
-  const modules = new Map(pipelineModules(pipe));
+  disableCpuOffload(pipe, false);
+  const modules = new Map(offloadableModules(pipe));
   const order = seq === null ? [...modules.keys()] : seq.split("->").map((s) => s.trim());
   const handles: OffloadHandle[] = [];
   let prev: OffloadHandle | undefined;
@@ -143,10 +186,10 @@ export function enableModelCpuOffload(pipe: object, seq: string | null): void {
 
 /** diffusers' enable_sequential_cpu_offload: cpuOffload on every model component. Replaces any offload already set. */
 export function enableSequentialCpuOffload(pipe: object): void {
-  disableCpuOffload(pipe);
+  disableCpuOffload(pipe, false);
   const handles: OffloadHandle[] = [];
   try {
-    for (const [, m] of pipelineModules(pipe)) handles.push(cpuOffload(m));
+    for (const [, m] of offloadableModules(pipe)) handles.push(cpuOffload(m));
   } catch (e) {
     handles.forEach((h) => h.remove());
     throw e;

@@ -17,11 +17,36 @@ export const CONFIG_NAME = "config.json";
 export const WEIGHTS_NAME = "diffusion_pytorch_model.bin";
 export const SAFETENSORS_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors";
 
+/** Where a model's weights go when it is loaded: tensors on the device, or host memory (offloaded, uploaded per use). */
+export type WeightPlacement = "device" | "host";
+
 export interface ModelLoadOptions extends HubOptions {
   /** Loads diffusion_pytorch_model.<variant>.safetensors (e.g. "fp16"); float16 weights are upcast to float32. */
   variant?: string;
   /** false: only the .bin file; true: only .safetensors; default: .safetensors, else .bin. */
   useSafetensors?: boolean;
+  /**
+   * "auto" (default): on the device when the weights fit beside what is there, else in host memory with sequential
+   * offload, said in one line (memory/model-memory.ts); "device" / "host" force one. A float16 file (variant "fp16")
+   * kept in host memory stays float16 there (half the bytes) and is widened to float32 on the device.
+   */
+  placement?: "auto" | WeightPlacement;
+}
+
+/**
+ * What the memory layer does around loading (memory/model-memory.ts registers it; models know nothing of memory):
+ * where "auto" puts a model's weights, and what it attaches once they are loaded.
+ */
+export interface ModelLoadPolicy {
+  place(model: ModelMixin): WeightPlacement;
+  loaded(model: ModelMixin, placement: WeightPlacement, auto: boolean): void;
+}
+
+let loadPolicy: ModelLoadPolicy | null = null;
+
+/** Installs the policy fromPretrained follows for placement "auto" (null: always the device, nothing attached). */
+export function setModelLoadPolicy(policy: ModelLoadPolicy | null): void {
+  loadPolicy = policy;
 }
 
 export interface FromConfigOptions {
@@ -73,7 +98,7 @@ export abstract class ModelMixin extends Module {
    * shaped differently from what the config builds, naming the file and the tensors.
    */
   static async fromPretrained<M extends ModelMixin>(this: ModelClass<M>, idOrPath: string, opts: ModelLoadOptions = {}): Promise<M> {
-    const { variant, useSafetensors, ...hub } = opts;
+    const { variant, useSafetensors, placement: asked, ...hub } = opts;
     await backendReport(); // the fastest backend that loads, unless the caller chose one already
     const config = readConfigFile(await hubFileDownload(idOrPath, CONFIG_NAME, hub));
     const candidates = [
@@ -92,15 +117,18 @@ export abstract class ModelMixin extends Module {
           (variant ? ` The variant "${variant}" may not exist for this model: try without variant.` : " Check the path / subfolder."),
       );
     }
-    const stateDict = convertDeprecatedAttentionBlocks(loadStateDictFile(file));
-    for (const key of this.keysToIgnoreOnLoad ?? []) stateDict.delete(key);
     const model = new this(config);
+    const auto = asked === undefined || asked === "auto";
+    const placement: WeightPlacement = auto ? (loadPolicy?.place(model) ?? "device") : asked;
+    const stateDict = convertDeprecatedAttentionBlocks(loadStateDictFile(file, { keepFloat16: placement === "host" }));
+    for (const key of this.keysToIgnoreOnLoad ?? []) stateDict.delete(key);
     try {
-      model.loadStateDict(stateDict, file);
+      model.loadStateDict(stateDict, file, { toHost: placement === "host" });
     } catch (e) {
       model.dispose();
       throw e;
     }
+    loadPolicy?.loaded(model, placement, auto);
     return model;
   }
 
@@ -123,6 +151,6 @@ export abstract class ModelMixin extends Module {
 }
 
 /** diffusers' load_state_dict: safetensors or a torch.save .bin, as plain typed arrays in torch layout. */
-export function loadStateDictFile(file: string): Map<string, RawTensor> {
-  return file.endsWith(".safetensors") ? readSafetensorsArrays(file).tensors : readTorchBin(file);
+export function loadStateDictFile(file: string, opts: { keepFloat16?: boolean } = {}): Map<string, RawTensor> {
+  return file.endsWith(".safetensors") ? readSafetensorsArrays(file, undefined, opts).tensors : readTorchBin(file);
 }

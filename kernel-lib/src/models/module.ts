@@ -5,6 +5,7 @@
 // shape and how to convert, so checkpoints are converted once when loaded and once when saved.
 import * as tf from "@tensorflow/tfjs";
 import type { RawTensor } from "../io/safetensors.js";
+import { float16ToFloat32 } from "../io/float16.js";
 
 /**
  * How a torch tensor maps to ours:
@@ -26,13 +27,34 @@ function permute(shape: readonly number[], perm: number[] | null): number[] {
   return perm === null ? [...shape] : perm.map((p) => shape[p]);
 }
 
+/** A torch-layout array in our layout, on the host (no tensor): [out, in] -> [in, out], [o, i, kh, kw] -> [kh, kw, i, o]. */
+function toOursOnHost<T extends Float32Array | Uint16Array>(data: T, torchShape: readonly number[], layout: ParamLayout): T {
+  if (layout === "same") return data.slice() as T;
+  const out = new (data.constructor as new (n: number) => T)(data.length);
+  if (layout === "linear") {
+    const [o, i] = torchShape;
+    for (let r = 0; r < o; r++) for (let c = 0; c < i; c++) out[c * o + r] = data[r * i + c];
+    return out;
+  }
+  const [o, i, kh, kw] = torchShape;
+  let src = 0;
+  for (let a = 0; a < o; a++)
+    for (let b = 0; b < i; b++)
+      for (let y = 0; y < kh; y++)
+        for (let x = 0; x < kw; x++) out[((y * kw + x) * i + b) * o + a] = data[src++];
+  return out;
+}
+
+/** Host copies: float32 values, or float16 bits (a float16 checkpoint kept at half the host memory). */
+export type HostArray = Float32Array | Uint16Array;
+
 export class Parameter {
   private variable: tf.Variable | null = null;
   /**
    * Offloaded weights (memory/offload.ts, accelerate's cpu offload): the value in our layout in host memory. The
    * tensor then exists only while loaded (load / unload); reading `value` when unloaded loads it on demand.
    */
-  private host: Float32Array | null = null;
+  private host: HostArray | null = null;
   /** Our shape (torch shape permuted by the layout). */
   readonly shape: number[];
 
@@ -55,6 +77,11 @@ export class Parameter {
   /** Bytes of the float32 weight. */
   get numBytes(): number {
     return 4 * this.numel;
+  }
+
+  /** Bytes of the host copy (half of numBytes for a float16 one), 0 when not offloaded. */
+  get hostBytes(): number {
+    return this.host?.byteLength ?? 0;
   }
 
   /** Kept in host memory (see offload). */
@@ -101,11 +128,28 @@ export class Parameter {
     this.unload();
   }
 
-  /** Offloaded: makes the tensor from the host copy (no-op when loaded or not offloaded). */
+  /** Offloaded: makes the tensor from the host copy (no-op when loaded or not offloaded); float16 is widened first. */
   load(): void {
     if (this.variable !== null || this.host === null) return;
-    const host = this.host;
-    this.variable = tf.tidy(() => tf.variable(tf.tensor(host, this.shape, "float32"), true));
+    const values = this.hostFloat32();
+    this.variable = tf.tidy(() => tf.variable(tf.tensor(values, this.shape, "float32"), true));
+  }
+
+  /** The host copy as float32 values (a float16 copy widened). */
+  private hostFloat32(): Float32Array {
+    const h = this.host!;
+    return h instanceof Uint16Array ? float16ToFloat32(h) : h;
+  }
+
+  /**
+   * Sets the weight straight into host memory from a torch-layout array (float32, or float16 bits kept as they are),
+   * with no tensor made: how a model too large for the device is loaded (memory/offload.ts loads it per use).
+   */
+  setHostFromTorch(data: HostArray): void {
+    if (data.length !== this.numel) throw new Error(`parameter has ${this.numel} values but the array has ${data.length}`);
+    this.variable?.dispose();
+    this.variable = null;
+    this.host = toOursOnHost(data, this.torchShape, this.layout);
   }
 
   /** Offloaded: frees the tensor, keeping the host copy (no-op when not offloaded). */
@@ -135,9 +179,9 @@ export class Parameter {
   toTorch(): Float32Array {
     // not inside tf.tidy: tidy walks a returned typed array element by element (seconds for an embedding table)
     const perm = TO_TORCH[this.layout];
-    if (perm === null && this.host !== null) return this.host.slice();
+    if (perm === null && this.host !== null) return this.host instanceof Uint16Array ? this.hostFloat32() : this.host.slice();
     // an offloaded, unloaded weight is read from its host copy without loading it
-    const src = this.variable ?? (this.host !== null ? tf.tensor(this.host, this.shape, "float32") : this.value);
+    const src = this.variable ?? (this.host !== null ? tf.tensor(this.hostFloat32(), this.shape, "float32") : this.value);
     const t = perm === null ? src : tf.transpose(src, perm);
     const data = (t.dataSync() as Float32Array).slice();
     if (t !== src) t.dispose();
@@ -237,15 +281,23 @@ export abstract class Module {
    * nothing else may be there; otherwise nothing is loaded and the error lists the problems. `source` names
    * the file in messages.
    */
-  loadStateDict(stateDict: Map<string, RawTensor>, source = "state dict"): void {
+  loadStateDict(stateDict: Map<string, RawTensor>, source = "state dict", opts: { toHost?: boolean } = {}): void {
     const problems = this.checkStateDict(stateDict);
     if (problems.length > 0) throw new Error(describeProblems(this.constructor.name, source, problems));
     for (const [name, p] of this.namedParameters()) {
       const raw = stateDict.get(name)!;
-      if (!(raw.data instanceof Float32Array || raw.data instanceof Float64Array)) {
+      const isF16 = raw.dtype === "F16" && raw.data instanceof Uint16Array;
+      if (!(raw.data instanceof Float32Array || raw.data instanceof Float64Array || isF16)) {
         throw new Error(`${source}: tensor "${name}" has dtype ${raw.dtype}; weights must be floating point (F32, F16, BF16 or F64)`);
       }
-      p.setFromTorch(raw.data instanceof Float32Array ? raw.data : Float32Array.from(raw.data));
+      if (opts.toHost) {
+        // into host memory, no tensor (the model is offloaded); the file's array is let go as soon as it is copied
+        p.setHostFromTorch(raw.data instanceof Float64Array ? Float32Array.from(raw.data) : (raw.data as HostArray));
+        stateDict.delete(name);
+        continue;
+      }
+      const data = raw.data instanceof Uint16Array ? float16ToFloat32(raw.data) : raw.data;
+      p.setFromTorch(data instanceof Float32Array ? data : Float32Array.from(data as Float64Array));
     }
   }
 

@@ -36,8 +36,20 @@ export class DDPMPipeline extends DiffusionPipelineBase {
 
   /** Loads a DDPM pipeline folder or repo (model_index.json with unet/ and scheduler/, or the old flat layout). */
   static async fromPretrained(idOrPath: string, opts: LoadOptions = {}): Promise<DDPMPipeline> {
-    const parts = await loadPipelineComponents(idOrPath, ["unet", "scheduler"], opts);
-    return new DDPMPipeline(parts as { unet: UNet2DModel; scheduler: PixelScheduler });
+    const { components, placement } = await loadPipelineComponents(idOrPath, ["unet", "scheduler"], opts);
+    const pipe = new DDPMPipeline(components as unknown as { unet: UNet2DModel; scheduler: PixelScheduler });
+    pipe.memory = opts.memory ?? "auto";
+    pipe.memoryBudgetBytes = opts.memoryBudgetBytes ?? null;
+    if (placement === "host") pipe.planMemoryFor(1); // weights in host memory need their offload hooks before any call
+    return pipe;
+  }
+
+  /** Plans the memory of a call making `batchSize` pictures (pipeline-utils.ts planMemory). */
+  private planMemoryFor(batchSize: number): void {
+    const cfg = this.unet.config as { in_channels: number; sample_size: number | number[] };
+    const [h, w] = Array.isArray(cfg.sample_size) ? cfg.sample_size : [cfg.sample_size, cfg.sample_size];
+    this.planMemory(`DDPMPipeline ${w}x${h}, ${batchSize} picture${batchSize === 1 ? "" : "s"}`,
+      [{ component: "unet", call: { kind: "unet", sample: [batchSize, h, w, cfg.in_channels] } }]);
   }
 
   /** diffusers: `pipe(batch_size, generator, num_inference_steps, output_type)`; returns `{ images }`. */
@@ -52,6 +64,7 @@ export class DDPMPipeline extends DiffusionPipelineBase {
     if (Array.isArray(opts.generator) && opts.generator.length !== batchSize) {
       throw new Error(`generator: a list of ${opts.generator.length} generators was given for batchSize ${batchSize}; pass one per picture or a single Generator`);
     }
+    this.planMemoryFor(batchSize);
     // diffusers draws the NCHW shape; we draw the same numbers and move channels last.
     let image = tf.tidy(() => tf.transpose(randnTensor([batchSize, cfg.in_channels, h, w], { generator: opts.generator }), [0, 2, 3, 1])) as tf.Tensor4D;
     this.scheduler.setTimesteps(steps);

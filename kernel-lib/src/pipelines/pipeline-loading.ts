@@ -2,6 +2,12 @@
 // class ({"unet": ["diffusers", "UNet2DModel"], ...}); each component loads from its subfolder.
 import * as fs from "node:fs";
 import { tryHubFile, type HubOptions } from "../hub/index.js";
+import { readConfigFile } from "../io/config.js";
+import { ModelMixin, type WeightPlacement } from "../models/modeling-utils.js";
+import { memoryBudget, GIB } from "../memory/memory-budget.js";
+import { deviceIsHostMemory, MemoryPlanError } from "../memory/memory-plan.js";
+import { formatBytes } from "../memory/memory-report.js";
+import { backendReport } from "../runtime/backend.js";
 import { UNet2DModel } from "../models/unet-2d.js";
 import { UNet2DConditionModel } from "../models/unet-2d-condition.js";
 import { AutoencoderKL } from "../models/autoencoder-kl.js";
@@ -10,9 +16,19 @@ import { CLIPTokenizer } from "../tokenizers/clip.js";
 import { getSchedulerClass, registeredSchedulers, SCHEDULER_CONFIG_NAME } from "../schedulers/scheduling-utils.js";
 import "../schedulers/index.js"; // every scheduler class registers itself
 
-export interface LoadOptions extends HubOptions { variant?: string }
+export interface LoadOptions extends HubOptions {
+  /** "fp16": the float16 weight files (half the download); widened to float32 on the device, kept float16 in host memory */
+  variant?: string;
+  /** "auto" (default): the pipeline plans its memory (memory/memory-plan.ts); "none": all weights on the device, no plan */
+  memory?: "auto" | "none";
+  /** Bytes the pipeline's plans may use (default: the backend's budget, memory/memory-budget.ts) */
+  memoryBudgetBytes?: number;
+}
 
-interface Loadable { fromPretrained(idOrPath: string, opts?: LoadOptions): Promise<unknown> }
+interface Loadable { fromPretrained(idOrPath: string, opts?: LoadOptions & { placement?: WeightPlacement }): Promise<unknown> }
+
+/** Activations a pipeline needs at the least beside its weights: below this, loading them all on the device is no plan. */
+const MIN_ACTIVATION_BYTES = 0.5 * GIB;
 
 /** Model and tokenizer classes by their diffusers/transformers name, with the file that marks their folder. */
 export const COMPONENT_CLASSES: Record<string, { file: string; cls: Loadable }> = {
@@ -44,14 +60,52 @@ export async function readModelIndex(idOrPath: string, opts: HubOptions = {}): P
   return index;
 }
 
+/** Where a component's files are: `<name>/`, or the top of old repos (google/ddpm-cat-256). */
+async function componentSubfolder(idOrPath: string, name: string, file: string, opts: LoadOptions): Promise<string | undefined> {
+  const inSub = await tryHubFile(idOrPath, file, { ...opts, subfolder: name });
+  return inSub ? name : (await tryHubFile(idOrPath, file, { ...opts, subfolder: undefined })) ? undefined : name;
+}
+
+/**
+ * Where the model components' weights go, decided before any is read: all on the device when they fit with room for
+ * a call's activations, else all in host memory (the pipeline then plans model or sequential offload). Each model is
+ * built from its config without weights to count them. Throws before loading when memory "none" cannot fit them.
+ */
+async function planPlacement(idOrPath: string, models: [string, { file: string; cls: Loadable }, string | undefined][], opts: LoadOptions): Promise<WeightPlacement> {
+  await backendReport();
+  const budget = memoryBudget();
+  if (opts.memoryBudgetBytes !== undefined) budget.bytes = opts.memoryBudgetBytes;
+  if (deviceIsHostMemory(budget)) return "device";
+  let total = 0;
+  for (const [, { file, cls }, subfolder] of models) {
+    const config = readConfigFile((await tryHubFile(idOrPath, file, { ...opts, subfolder }))!);
+    total += 4 * new (cls as unknown as new (c: Record<string, unknown>) => ModelMixin)(config).numParameters();
+  }
+  if (total + MIN_ACTIVATION_BYTES <= budget.bytes) return "device";
+  if (opts.memory === "none") {
+    throw new MemoryPlanError(`${idOrPath}: its weights (${formatBytes(total)} as float32) and a call's activations do not fit the ${budget.backend} ` +
+      `budget of ${formatBytes(budget.bytes)} (${budget.source}), and memory "none" was asked, so nothing was loaded: past the budget the wasm module ` +
+      `aborts. Load with memory "auto" (the default) to keep the weights in host memory and offload them.`);
+  }
+  return "host";
+}
+
 /**
  * Loads the named components. Each comes from `<name>/` (today's layout); old repos such as
  * google/ddpm-cat-256 also keep config.json / scheduler_config.json at the top, which is used when
- * the subfolder has no config.
+ * the subfolder has no config. Components of model_index.json this pipeline does not use (SD's safety_checker and
+ * feature_extractor) are named in one line and not loaded. With memory "auto" (default) the weights go where they
+ * fit (planPlacement); `placement` says where.
  */
-export async function loadPipelineComponents(idOrPath: string, names: string[], opts: LoadOptions = {}): Promise<Record<string, unknown>> {
+export async function loadPipelineComponents(idOrPath: string, names: string[], opts: LoadOptions = {}): Promise<{ components: Record<string, unknown>; placement: WeightPlacement }> {
   const index = await readModelIndex(idOrPath, opts);
-  const out: Record<string, unknown> = {};
+  const unused = Object.entries(index).filter(([k, v]) => !k.startsWith("_") && !names.includes(k) && Array.isArray(v) && typeof v[1] === "string");
+  if (unused.length > 0) {
+    console.log(`${idOrPath}: ${unused.map(([k, v]) => `${k} (${(v as string[])[1]})`).join(" and ")} ${unused.length > 1 ? "are" : "is"} listed in ` +
+      `model_index.json but not loaded: this pipeline does not use ${unused.length > 1 ? "them" : "it"} (as diffusers with ${unused.map(([k]) => `${k}=None`).join(", ")}).`);
+  }
+  const { memory: _memory, memoryBudgetBytes: _budget, ...loadOpts } = opts;
+  const found: [string, { file: string; cls: Loadable }, string | undefined, string][] = [];
   for (const name of names) {
     const entry = index[name];
     if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[1] !== "string") {
@@ -62,9 +116,15 @@ export async function loadPipelineComponents(idOrPath: string, names: string[], 
     if (!known) {
       throw new Error(`${idOrPath}/model_index.json: component "${name}" is a ${className}, which this kit cannot load (supported: ${[...Object.keys(COMPONENT_CLASSES), ...registeredSchedulers()].join(", ")})`);
     }
-    const inSub = await tryHubFile(idOrPath, known.file, { ...opts, subfolder: name });
-    const subfolder = inSub ? name : (await tryHubFile(idOrPath, known.file, { ...opts, subfolder: undefined })) ? undefined : name;
-    out[name] = await known.cls.fromPretrained(idOrPath, { ...opts, subfolder });
+    found.push([name, known, await componentSubfolder(idOrPath, name, known.file, loadOpts), className]);
   }
-  return out;
+  // the components with weights (ModelMixin subclasses): what the placement decides for
+  const isModel = (k: { cls: Loadable }) => (k.cls as unknown as { prototype: object }).prototype instanceof ModelMixin;
+  const models = found.filter(([, k]) => isModel(k));
+  const placement = await planPlacement(idOrPath, models.map(([n, k, s]) => [n, k, s]), opts);
+  const out: Record<string, unknown> = {};
+  for (const [name, known, subfolder] of found) {
+    out[name] = await known.cls.fromPretrained(idOrPath, { ...loadOpts, subfolder, ...(isModel(known) ? { placement } : {}) });
+  }
+  return { components: out, placement };
 }

@@ -56,6 +56,8 @@ export class StableDiffusionImg2ImgPipeline extends StableDiffusionPipeline {
     const picture = await toPictureTensor(opts.image);
     try {
       checkPictureSize(picture, this.vaeScaleFactor);
+      const plan = this.memoryCalls(opts, picture.shape[1], picture.shape[2], true);
+      this.planMemory(plan.what, plan.calls);
     } catch (e) { picture.dispose(); throw e; }
     const x = normalize(picture);
     picture.dispose();

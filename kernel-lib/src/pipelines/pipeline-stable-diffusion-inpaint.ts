@@ -55,6 +55,8 @@ export class StableDiffusionInpaintPipeline extends StableDiffusionImg2ImgPipeli
       if (rawMask.shape[1] !== picture.shape[1] || rawMask.shape[2] !== picture.shape[2]) {
         throw new Error(`maskImage is ${rawMask.shape[2]}x${rawMask.shape[1]} but image is ${picture.shape[2]}x${picture.shape[1]}: they must match`);
       }
+      const plan = this.memoryCalls(opts, picture.shape[1], picture.shape[2], true);
+      this.planMemory(plan.what, plan.calls);
       const mask = binarizeMask(rawMask);
       owned.push(mask);
       const x = normalize(picture);
@@ -130,6 +132,7 @@ export class StableDiffusionInpaintPipeline extends StableDiffusionImg2ImgPipeli
       throw e;
     } finally {
       tf.dispose(owned);
+      this.maybeFreeModelHooks();
     }
   }
 }

@@ -14,6 +14,7 @@ import { loadPipelineComponents, type LoadOptions } from "./pipeline-loading.js"
 import { LivePreview } from "../display/preview.js";
 import { LoraLoaderMixin } from "../lora/lora-pipeline.js";
 import { withLoraScale } from "../lora/peft-utils.js";
+import type { PlannedCall } from "../memory/memory-plan.js";
 
 export interface StableDiffusionComponents {
   vae: AutoencoderKL;
@@ -98,31 +99,40 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
 
   /** Loads a Stable Diffusion folder or repo (model_index.json + vae/ text_encoder/ tokenizer/ unet/ scheduler/). */
   static async fromPretrained<P extends StableDiffusionPipeline>(this: new (c: StableDiffusionComponents) => P, idOrPath: string, opts: LoadOptions = {}): Promise<P> {
-    const parts = await loadPipelineComponents(idOrPath, StableDiffusionPipeline.componentNames, opts);
-    return new this({
+    const { components: parts, placement } = await loadPipelineComponents(idOrPath, StableDiffusionPipeline.componentNames, opts);
+    const pipe = new this({
       vae: parts.vae as AutoencoderKL,
       textEncoder: parts.text_encoder as CLIPTextModel,
       tokenizer: parts.tokenizer as CLIPTokenizer,
       unet: parts.unet as UNet2DConditionModel,
       scheduler: parts.scheduler as SchedulerMixin,
     });
+    pipe.memory = opts.memory ?? "auto";
+    pipe.memoryBudgetBytes = opts.memoryBudgetBytes ?? null;
+    // weights loaded into host memory need their offload hooks before any call
+    if (placement === "host") pipe.planDefaultMemory();
+    return pipe;
   }
 
   /** diffusers' enable_vae_slicing: the VAE decodes (and encodes) one picture of the batch at a time. */
   enableVaeSlicing(): void {
+    this.takeMemoryControl();
     this.vae.enableSlicing();
   }
 
   disableVaeSlicing(): void {
+    this.takeMemoryControl();
     this.vae.disableSlicing();
   }
 
   /** diffusers' enable_vae_tiling: pictures larger than vae.tileSampleMinSize go through the VAE in blended tiles. */
   enableVaeTiling(): void {
+    this.takeMemoryControl();
     this.vae.enableTiling();
   }
 
   disableVaeTiling(): void {
+    this.takeMemoryControl();
     this.vae.disableTiling();
   }
 
@@ -229,6 +239,36 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     }
   }
 
+  /**
+   * The model calls one generate() makes, for the memory plan (pipeline-utils.ts planMemory): the text encoder per
+   * prompt batch, the VAE encoder for img2img / inpainting, the UNet on the (CFG-doubled) latents, the VAE decoder.
+   */
+  protected memoryCalls(opts: StableDiffusionCallOptions, height: number, width: number, encodes = false): { what: string; calls: PlannedCall[] } {
+    const prompts = opts.promptEmbeds ? opts.promptEmbeds.shape[0] : opts.prompt === undefined ? 1 : asList(opts.prompt).length;
+    const perPrompt = opts.numImagesPerPrompt ?? 1;
+    const pictures = prompts * (Number.isInteger(perPrompt) && perPrompt > 0 ? perPrompt : 1);
+    const doCfg = (opts.guidanceScale ?? 7.5) > 1 && this.unet.config.time_cond_proj_dim == null;
+    const f = this.vaeScaleFactor;
+    const tokens = this.tokenizer.modelMaxLength;
+    const calls: PlannedCall[] = [];
+    if (!opts.promptEmbeds) calls.push({ component: "text_encoder", call: { kind: "text", batch: prompts, length: tokens } });
+    if (encodes) calls.push({ component: "vae", call: { kind: "vae-encode", pixels: [pictures, height, width, 3] } });
+    const channels = this.unet.config.in_channels as number;
+    calls.push({ component: "unet", call: { kind: "unet", sample: [pictures * (doCfg ? 2 : 1), height / f, width / f, channels], textLength: tokens } });
+    if (opts.outputType !== "latent" || opts.previewEvery) {
+      calls.push({ component: "vae", call: { kind: "vae-decode", latents: [pictures, height / f, width / f, this.vae.config.latent_channels as number] } });
+    }
+    const what = `${this.constructor.name} ${width}x${height}, ${pictures} picture${pictures === 1 ? "" : "s"}${doCfg ? ", CFG" : ""}`;
+    return { what, calls };
+  }
+
+  /** The plan for the pipeline's default call (its UNet's sample size, one picture, CFG): made at load. */
+  planDefaultMemory(): void {
+    const size = (this.unet.config.sample_size as number) * this.vaeScaleFactor;
+    const m = this.memoryCalls({ prompt: "" }, size, size);
+    this.planMemory(m.what, m.calls);
+  }
+
   /** Prompts, embeddings and CFG set up as diffusers does before the loop. */
   protected prepareText(opts: StableDiffusionCallOptions): { embeds: tf.Tensor3D; batch: number; doCfg: boolean; guidance: number } {
     const guidance = opts.guidanceScale ?? 7.5;
@@ -308,6 +348,8 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     const height = opts.height ?? sample * this.vaeScaleFactor;
     const width = opts.width ?? sample * this.vaeScaleFactor;
     this.checkSize(height, width);
+    const plan = this.memoryCalls(opts, height, width);
+    this.planMemory(plan.what, plan.calls);
     const { embeds, batch, doCfg, guidance } = this.prepareText(opts);
     this.scheduler.setTimesteps(opts.numInferenceSteps ?? 50);
     let latents: tf.Tensor4D;

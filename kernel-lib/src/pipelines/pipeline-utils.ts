@@ -11,11 +11,65 @@ import {
   maybeFreeModelHooks as freeModelHooks,
   pipelineModules,
 } from "../memory/offload.js";
+import {
+  announcePlan, applyMemoryKnobs, chooseMemoryPlan, currentKnobs, estimatePlan, isTrivialPlan, MemoryPlanError, planComponents,
+  type MemoryMode, type MemoryPlan, type PlannedCall,
+} from "../memory/memory-plan.js";
+import { memoryBudget, packsWeights, type MemoryBudget } from "../memory/memory-budget.js";
 
 export type OutputType = "png" | "np" | "tensor";
 
 export abstract class DiffusionPipelineBase {
   protected progressBarConfig: ProgressOptions = {};
+
+  /**
+   * Memory planning (memory/memory-plan.ts, diffusers' device_map="auto"): "auto" (default) picks the cheapest knobs
+   * that fit the backend's budget before each call and says what it chose; "none" never plans or checks; an explicit
+   * enable* / disable* call switches to "manual": your knobs are kept, and a call they cannot fit is refused before it runs.
+   */
+  memory: MemoryMode = "auto";
+  /** The plan of the last call: knobs, the estimate of every model call, the peak and the budget. */
+  memoryPlan: MemoryPlan | null = null;
+  /** Bytes this pipeline's plans may use (default: the backend's budget, memory/memory-budget.ts). */
+  memoryBudgetBytes: number | null = null;
+  private memoryPlanKey: string | null = null;
+
+  /** The budget the plans of this pipeline fit in. */
+  memoryBudget(): MemoryBudget {
+    const b = memoryBudget();
+    return this.memoryBudgetBytes === null ? b : { ...b, bytes: this.memoryBudgetBytes, source: "the pipeline's memoryBudgetBytes" };
+  }
+
+  /**
+   * Before a call: plan (memory "auto") or check (memory "manual") the memory of the model calls it will make, before
+   * any kernel runs. Throws a MemoryPlanError when nothing fits.
+   */
+  protected planMemory(what: string, calls: PlannedCall[]): void {
+    if (this.memory === "none") return;
+    const { components, fixed } = planComponents(this);
+    const input = { what, components, calls, fixed };
+    const budget = this.memoryBudget();
+    if (this.memory === "manual") {
+      const plan = estimatePlan(input, currentKnobs(this), budget);
+      this.memoryPlan = plan;
+      if (!plan.fits && packsWeights()) {
+        throw new MemoryPlanError(`${plan.summary}. Nothing was run: past the budget the wasm module aborts and takes every tensor with it. ` +
+          `Add savings (enableAttentionSlicing("max"), enableVaeTiling(), enableSequentialCpuOffload()), set pipe.memory = "auto" to let the ` +
+          `pipeline choose, or pipe.memory = "none" to run it anyway.`, plan);
+      }
+      return;
+    }
+    const previous = this.memoryPlan?.knobs ?? null;
+    const plan = chooseMemoryPlan(input, { budget });
+    applyMemoryKnobs(this, plan.knobs, (this.constructor as typeof DiffusionPipelineBase).modelCpuOffloadSeq, previous);
+    this.memoryPlanKey = announcePlan(plan, this.memoryPlanKey, isTrivialPlan(plan.knobs));
+    this.memoryPlan = plan;
+  }
+
+  /** An explicit knob call: the pipeline stops planning and keeps the knobs you set (memory "manual"). */
+  protected takeMemoryControl(): void {
+    if (this.memory === "auto") this.memory = "manual";
+  }
 
   /** diffusers: pipe.set_progress_bar_config(disable=True) */
   setProgressBarConfig(cfg: ProgressOptions): void {
@@ -34,6 +88,7 @@ export abstract class DiffusionPipelineBase {
    * the heads, "max" computes one (batch, head) pair at a time, a number that many (memory/attention-slicing.ts).
    */
   enableAttentionSlicing(sliceSize: AttentionSliceSize = "auto"): void {
+    this.takeMemoryControl();
     for (const [, m] of pipelineModules(this)) (m as { setAttentionSlice?: (s: AttentionSliceSize) => void }).setAttentionSlice?.(sliceSize);
   }
 
@@ -43,21 +98,25 @@ export abstract class DiffusionPipelineBase {
 
   /** diffusers' enable_model_cpu_offload: one whole model loaded at a time, in modelCpuOffloadSeq order (memory/offload.ts). */
   enableModelCpuOffload(): void {
+    this.takeMemoryControl();
     modelCpuOffload(this, (this.constructor as typeof DiffusionPipelineBase).modelCpuOffloadSeq);
   }
 
   /** diffusers' enable_sequential_cpu_offload: each layer's weights loaded just for its own forward (memory/offload.ts). */
   enableSequentialCpuOffload(): void {
+    this.takeMemoryControl();
     sequentialCpuOffload(this);
   }
 
   /** Removes model offload: every weight resident again. */
   disableModelCpuOffload(): void {
+    this.takeMemoryControl();
     disableCpuOffload(this);
   }
 
   /** Removes sequential offload: every weight resident again. */
   disableSequentialCpuOffload(): void {
+    this.takeMemoryControl();
     disableCpuOffload(this);
   }
 

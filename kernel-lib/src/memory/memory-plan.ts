@@ -170,7 +170,7 @@ export function deviceIsHostMemory(budget: MemoryBudget): boolean {
 export function chooseMemoryPlan(input: PlanInput, opts: ChooseOptions = {}): MemoryPlan {
   const budget = opts.budget ?? memoryBudget();
   const packs = packsWeights();
-  const offloads = opts.offload ?? (deviceIsHostMemory(budget) ? ["none"] : ["none", "model", "sequential"]);
+  const offloads = deviceIsHostMemory(budget) ? ["none" as const] : opts.offload ?? ["none", "model", "sequential"];
   const hasVae = input.components.some(([, m]) => "useSlicing" in m);
   const candidates: MemoryKnobs[] = [];
   for (const offload of offloads)

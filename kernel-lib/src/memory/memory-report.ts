@@ -217,7 +217,7 @@ function componentMemory(name: string, m: Module): ComponentMemory {
     row.parameters += p.numel;
     row.weightBytes += p.numBytes;
     if (p.isLoaded) row.residentBytes += p.numBytes;
-    if (p.isOffloaded) row.hostBytes += p.numBytes;
+    if (p.isOffloaded) row.hostBytes += p.hostBytes;
   }
   return row;
 }

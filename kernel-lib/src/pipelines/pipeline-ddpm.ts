@@ -40,16 +40,16 @@ export class DDPMPipeline extends DiffusionPipelineBase {
     const pipe = new DDPMPipeline(components as unknown as { unet: UNet2DModel; scheduler: PixelScheduler });
     pipe.memory = opts.memory ?? "auto";
     pipe.memoryBudgetBytes = opts.memoryBudgetBytes ?? null;
-    if (placement === "host") pipe.planMemoryFor(1); // weights in host memory need their offload hooks before any call
+    if (placement === "host") pipe.planMemoryFor(1, true); // weights in host memory: offload hooks before any call
     return pipe;
   }
 
   /** Plans the memory of a call making `batchSize` pictures (pipeline-utils.ts planMemory). */
-  private planMemoryFor(batchSize: number): void {
+  private planMemoryFor(batchSize: number, offloadOnly = false): void {
     const cfg = this.unet.config as { in_channels: number; sample_size: number | number[] };
     const [h, w] = Array.isArray(cfg.sample_size) ? cfg.sample_size : [cfg.sample_size, cfg.sample_size];
     this.planMemory(`DDPMPipeline ${w}x${h}, ${batchSize} picture${batchSize === 1 ? "" : "s"}`,
-      [{ component: "unet", call: { kind: "unet", sample: [batchSize, h, w, cfg.in_channels] } }]);
+      [{ component: "unet", call: { kind: "unet", sample: [batchSize, h, w, cfg.in_channels] } }], offloadOnly ? { offload: ["model", "sequential"] } : {});
   }
 
   /** diffusers: `pipe(batch_size, generator, num_inference_steps, output_type)`; returns `{ images }`. */

@@ -262,11 +262,14 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     return { what, calls };
   }
 
-  /** The plan for the pipeline's default call (its UNet's sample size, one picture, CFG): made at load. */
+  /**
+   * The plan for the pipeline's default call (its UNet's sample size, one picture, CFG), made at load when the weights
+   * went to host memory: an offload plan, so that no call uploads them all.
+   */
   planDefaultMemory(): void {
     const size = (this.unet.config.sample_size as number) * this.vaeScaleFactor;
     const m = this.memoryCalls({ prompt: "" }, size, size);
-    this.planMemory(m.what, m.calls);
+    this.planMemory(m.what, m.calls, { offload: ["model", "sequential"] });
   }
 
   /** Prompts, embeddings and CFG set up as diffusers does before the loop. */

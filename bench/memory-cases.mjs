@@ -167,6 +167,7 @@ async function pipelineCall(ctx, { offload = null, slicing = null, tiling = fals
   });
   const buildSeconds = (performance.now() - t0) / 1000;
   pipe.setProgressBarConfig({ disable: true });
+  pipe.memory = "none"; // each case measures its own knobs, not the memory plan's choice
   if (offload === "model") pipe.enableModelCpuOffload();
   if (offload === "sequential") pipe.enableSequentialCpuOffload();
   if (slicing) pipe.enableAttentionSlicing(slicing);

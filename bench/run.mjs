@@ -333,6 +333,12 @@ if (want("training")) {
 }
 
 
+// --- one whole SD 1.5 picture from a Hub-layout snapshot, against PyTorch's whole run (bench/sd-e2e.mjs); only when asked
+if (only?.includes("sd-e2e")) {
+  const { sdE2eSection } = await import("./sd-e2e.mjs");
+  sdE2eSection(results, { quick });
+}
+
 // --- memory: tfjs peak and seconds of each memory knob on SD 1.5 shapes, one child process per case (bench/memory-cases.mjs)
 if (want("memory")) {
   const { memorySection } = await import("./memory-cases.mjs");

@@ -69,6 +69,7 @@ export * from "./training/ddpm-trainer.js";
 export * from "./training/autoencoder-kl-trainer.js";
 export * from "./training/text-to-image-trainer.js";
 export * from "./runtime/wasm-threads.js";
+export * from "./runtime/backend-fault.js";
 export * from "./grading/compare.js";
 export * from "./grading/check-session.js";
 export * from "./grading/checks-file.js";

@@ -231,16 +231,36 @@ describe("budgets and pipelines loaded into host memory", () => {
     expect(memoryBudget().bytes).toBe(4 * 2 ** 30 - 0.4 * 2 ** 30);
   });
 
-  it("a pipeline whose weights cannot fit loads them into host memory and offloads from the first call; memory \"none\" refuses to load", async () => {
-    // the weights and less than the 0.5 GiB a call needs at the least beside them
-    const pipe = await DiffusionPipeline.fromPretrained<StableDiffusionPipeline>(FOLDER, { memoryBudgetBytes: weightBytes + 2 ** 28 });
-    pipe.setProgressBarConfig({ disable: true });
-    expect(getOffloadMode(pipe)).not.toBe(null);
-    expect(pipe.unet.namedParameters().every(([, p]) => p.isOffloaded)).toBe(true);
-    const { images } = await call(pipe);
+  it("a pipeline loads each model where it fits (smaller first): the largest to host memory when it cannot; memory \"none\" refuses to load", async () => {
+    const sizes = await (async () => {
+      const p = await DiffusionPipeline.fromPretrained<StableDiffusionPipeline>(FOLDER, { memory: "none" });
+      const b = { unet: 4 * p.unet.numParameters(), vae: 4 * p.vae.numParameters(), textEncoder: 4 * p.textEncoder.numParameters() };
+      p.dispose();
+      return b;
+    })();
+    const sorted = (Object.entries(sizes) as [keyof typeof sizes, number][]).sort((a, b) => a[1] - b[1]);
+    const [largest, largestBytes] = sorted[2];
+    // room for the two smaller ones with their packed copies, and for the largest only without them
+    const budget = 2 * (sorted[0][1] + sorted[1][1]) + 1.3 * largestBytes + 2 ** 20;
+    const lines: string[] = [];
+    const log = console.log;
+    console.log = (s: unknown) => lines.push(String(s));
+    let pipe: StableDiffusionPipeline;
+    try {
+      pipe = await DiffusionPipeline.fromPretrained<StableDiffusionPipeline>(FOLDER, { memoryBudgetBytes: budget });
+    } finally {
+      console.log = log;
+    }
+    pipe!.setProgressBarConfig({ disable: true });
+    expect(hasModelOffload(pipe![largest])).toBe(true);
+    expect(pipe![largest].namedParameters().every(([, p]) => p.isOffloaded)).toBe(true);
+    for (const [name] of sorted.slice(0, 2)) expect(hasModelOffload(pipe![name]), name).toBe(false);
+    expect(lines.join("\n")).toMatch(/do not fit beside .* the weights stay in host memory/);
+    const { images } = await call(pipe!);
     expect(compare(images, residentImage, 1e-5).maxAbs).toBeLessThan(1e-5);
+    expect(planComponents(pipe!).fixed.has(largest === "textEncoder" ? "text_encoder" : largest)).toBe(true);
     images.dispose();
-    pipe.dispose();
+    pipe!.dispose();
     await expect(DiffusionPipeline.fromPretrained(FOLDER, { memory: "none", memoryBudgetBytes: 2 ** 20 })).rejects.toThrow(
       /weights .* do not fit the wasm budget of 1\.00 MiB .*memory "none" was asked, so nothing was loaded/);
     setKeepPackedWeights(true);

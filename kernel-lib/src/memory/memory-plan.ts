@@ -174,7 +174,8 @@ export function chooseMemoryPlan(input: PlanInput, opts: ChooseOptions = {}): Me
   const hasVae = input.components.some(([, m]) => "useSlicing" in m);
   const candidates: MemoryKnobs[] = [];
   for (const offload of offloads)
-    for (const keepPackedWeights of packs ? [true, false] : [true])
+    // under sequential offload every weight is a fresh tensor per call, re-packed anyway: the knob changes nothing
+    for (const keepPackedWeights of packs && offload !== "sequential" ? [true, false] : [true])
       for (const attentionSlicing of [null, "auto", "max"] as AttentionSliceSize[])
         for (const vaeSlicing of hasVae ? [false, true] : [false])
           for (const vaeTiling of hasVae ? [false, true] : [false])

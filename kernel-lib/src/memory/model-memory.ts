@@ -38,8 +38,9 @@ function deviceBytesInUse(): number {
   return liveTensorBytes() + (packsWeights() && getKeepPackedWeights() ? residentWeightBytes() : 0);
 }
 
-function place(model: ModelMixin): WeightPlacement {
+function place(model: ModelMixin, budgetBytes?: number): WeightPlacement {
   const budget = memoryBudget();
+  if (budgetBytes !== undefined) budget.bytes = budgetBytes;
   if (deviceIsHostMemory(budget)) return "device";
   const pf = packsWeights() && getKeepPackedWeights() ? 2 : 1;
   const call = defaultCall(model);

@@ -31,6 +31,8 @@ export interface ModelLoadOptions extends HubOptions {
    * kept in host memory stays float16 there (half the bytes) and is widened to float32 on the device.
    */
   placement?: "auto" | WeightPlacement;
+  /** With placement "auto": the bytes the device may hold (default: the backend's budget, memory/memory-budget.ts) */
+  memoryBudgetBytes?: number;
 }
 
 /**
@@ -38,7 +40,7 @@ export interface ModelLoadOptions extends HubOptions {
  * where "auto" puts a model's weights, and what it attaches once they are loaded.
  */
 export interface ModelLoadPolicy {
-  place(model: ModelMixin): WeightPlacement;
+  place(model: ModelMixin, budgetBytes?: number): WeightPlacement;
   loaded(model: ModelMixin, placement: WeightPlacement, auto: boolean): void;
 }
 
@@ -98,7 +100,7 @@ export abstract class ModelMixin extends Module {
    * shaped differently from what the config builds, naming the file and the tensors.
    */
   static async fromPretrained<M extends ModelMixin>(this: ModelClass<M>, idOrPath: string, opts: ModelLoadOptions = {}): Promise<M> {
-    const { variant, useSafetensors, placement: asked, ...hub } = opts;
+    const { variant, useSafetensors, placement: asked, memoryBudgetBytes, ...hub } = opts;
     await backendReport(); // the fastest backend that loads, unless the caller chose one already
     const config = readConfigFile(await hubFileDownload(idOrPath, CONFIG_NAME, hub));
     const candidates = [
@@ -119,7 +121,7 @@ export abstract class ModelMixin extends Module {
     }
     const model = new this(config);
     const auto = asked === undefined || asked === "auto";
-    const placement: WeightPlacement = auto ? (loadPolicy?.place(model) ?? "device") : asked;
+    const placement: WeightPlacement = auto ? (loadPolicy?.place(model, memoryBudgetBytes) ?? "device") : asked;
     const stateDict = convertDeprecatedAttentionBlocks(loadStateDictFile(file, { keepFloat16: placement === "host" }));
     for (const key of this.keysToIgnoreOnLoad ?? []) stateDict.delete(key);
     try {

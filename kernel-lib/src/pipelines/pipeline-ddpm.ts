@@ -36,20 +36,19 @@ export class DDPMPipeline extends DiffusionPipelineBase {
 
   /** Loads a DDPM pipeline folder or repo (model_index.json with unet/ and scheduler/, or the old flat layout). */
   static async fromPretrained(idOrPath: string, opts: LoadOptions = {}): Promise<DDPMPipeline> {
-    const { components, placement } = await loadPipelineComponents(idOrPath, ["unet", "scheduler"], opts);
+    const components = await loadPipelineComponents(idOrPath, ["unet", "scheduler"], opts);
     const pipe = new DDPMPipeline(components as unknown as { unet: UNet2DModel; scheduler: PixelScheduler });
     pipe.memory = opts.memory ?? "auto";
     pipe.memoryBudgetBytes = opts.memoryBudgetBytes ?? null;
-    if (placement === "host") pipe.planMemoryFor(1, true); // weights in host memory: offload hooks before any call
     return pipe;
   }
 
   /** Plans the memory of a call making `batchSize` pictures (pipeline-utils.ts planMemory). */
-  private planMemoryFor(batchSize: number, offloadOnly = false): void {
+  private planMemoryFor(batchSize: number): void {
     const cfg = this.unet.config as { in_channels: number; sample_size: number | number[] };
     const [h, w] = Array.isArray(cfg.sample_size) ? cfg.sample_size : [cfg.sample_size, cfg.sample_size];
     this.planMemory(`DDPMPipeline ${w}x${h}, ${batchSize} picture${batchSize === 1 ? "" : "s"}`,
-      [{ component: "unet", call: { kind: "unet", sample: [batchSize, h, w, cfg.in_channels] } }], offloadOnly ? { offload: ["model", "sequential"] } : {});
+      [{ component: "unet", call: { kind: "unet", sample: [batchSize, h, w, cfg.in_channels] } }]);
   }
 
   /** diffusers: `pipe(batch_size, generator, num_inference_steps, output_type)`; returns `{ images }`. */

@@ -25,7 +25,7 @@ export interface LoadOptions extends HubOptions {
   memoryBudgetBytes?: number;
 }
 
-interface Loadable { fromPretrained(idOrPath: string, opts?: LoadOptions & { placement?: WeightPlacement }): Promise<unknown> }
+interface Loadable { fromPretrained(idOrPath: string, opts?: LoadOptions & { placement?: "auto" | WeightPlacement }): Promise<unknown> }
 
 /** Activations a pipeline needs at the least beside its weights: below this, loading them all on the device is no plan. */
 const MIN_ACTIVATION_BYTES = 0.5 * GIB;
@@ -67,37 +67,37 @@ async function componentSubfolder(idOrPath: string, name: string, file: string, 
 }
 
 /**
- * Where the model components' weights go, decided before any is read: all on the device when they fit with room for
- * a call's activations, else all in host memory (the pipeline then plans model or sequential offload). Each model is
- * built from its config without weights to count them. Throws before loading when memory "none" cannot fit them.
+ * The float32 bytes of each model component, from its config (a module tree without weights), before any weight is
+ * read; with memory "none", a MemoryPlanError when they cannot all fit the device with room for a call.
  */
-async function planPlacement(idOrPath: string, models: [string, { file: string; cls: Loadable }, string | undefined][], opts: LoadOptions): Promise<WeightPlacement> {
+async function weightsBeforeLoading(idOrPath: string, models: [string, { file: string; cls: Loadable }, string | undefined][], opts: LoadOptions): Promise<Record<string, number>> {
+  const bytes: Record<string, number> = {};
+  for (const [name, { file, cls }, subfolder] of models) {
+    const config = readConfigFile((await tryHubFile(idOrPath, file, { ...opts, subfolder }))!);
+    bytes[name] = 4 * new (cls as unknown as new (c: Record<string, unknown>) => ModelMixin)(config).numParameters();
+  }
+  if (opts.memory !== "none") return bytes;
   await backendReport();
   const budget = memoryBudget();
   if (opts.memoryBudgetBytes !== undefined) budget.bytes = opts.memoryBudgetBytes;
-  if (deviceIsHostMemory(budget)) return "device";
-  let total = 0;
-  for (const [, { file, cls }, subfolder] of models) {
-    const config = readConfigFile((await tryHubFile(idOrPath, file, { ...opts, subfolder }))!);
-    total += 4 * new (cls as unknown as new (c: Record<string, unknown>) => ModelMixin)(config).numParameters();
-  }
-  if (total + MIN_ACTIVATION_BYTES <= budget.bytes) return "device";
-  if (opts.memory === "none") {
+  const total = Object.values(bytes).reduce((a, b) => a + b, 0);
+  if (!deviceIsHostMemory(budget) && total + MIN_ACTIVATION_BYTES > budget.bytes) {
     throw new MemoryPlanError(`${idOrPath}: its weights (${formatBytes(total)} as float32) and a call's activations do not fit the ${budget.backend} ` +
       `budget of ${formatBytes(budget.bytes)} (${budget.source}), and memory "none" was asked, so nothing was loaded: past the budget the wasm module ` +
-      `aborts. Load with memory "auto" (the default) to keep the weights in host memory and offload them.`);
+      `aborts. Load with memory "auto" (the default): what does not fit stays in host memory and is offloaded.`);
   }
-  return "host";
+  return bytes;
 }
 
 /**
  * Loads the named components. Each comes from `<name>/` (today's layout); old repos such as
  * google/ddpm-cat-256 also keep config.json / scheduler_config.json at the top, which is used when
  * the subfolder has no config. Components of model_index.json this pipeline does not use (SD's safety_checker and
- * feature_extractor) are named in one line and not loaded. With memory "auto" (default) the weights go where they
- * fit (planPlacement); `placement` says where.
+ * feature_extractor) are named in one line and not loaded. With memory "auto" (default) each model goes where it
+ * fits (accelerate's device_map="auto"): the smaller models first, each on the device when it fits beside the ones
+ * loaded before it, else in host memory under sequential offload (memory/model-memory.ts, said in one line).
  */
-export async function loadPipelineComponents(idOrPath: string, names: string[], opts: LoadOptions = {}): Promise<{ components: Record<string, unknown>; placement: WeightPlacement }> {
+export async function loadPipelineComponents(idOrPath: string, names: string[], opts: LoadOptions = {}): Promise<Record<string, unknown>> {
   const index = await readModelIndex(idOrPath, opts);
   const unused = Object.entries(index).filter(([k, v]) => !k.startsWith("_") && !names.includes(k) && Array.isArray(v) && typeof v[1] === "string");
   if (unused.length > 0) {
@@ -105,7 +105,7 @@ export async function loadPipelineComponents(idOrPath: string, names: string[], 
       `model_index.json but not loaded: this pipeline does not use ${unused.length > 1 ? "them" : "it"} (as diffusers with ${unused.map(([k]) => `${k}=None`).join(", ")}).`);
   }
   const { memory: _memory, memoryBudgetBytes: _budget, ...loadOpts } = opts;
-  const found: [string, { file: string; cls: Loadable }, string | undefined, string][] = [];
+  const found: [string, { file: string; cls: Loadable }, string | undefined][] = [];
   for (const name of names) {
     const entry = index[name];
     if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[1] !== "string") {
@@ -116,15 +116,16 @@ export async function loadPipelineComponents(idOrPath: string, names: string[], 
     if (!known) {
       throw new Error(`${idOrPath}/model_index.json: component "${name}" is a ${className}, which this kit cannot load (supported: ${[...Object.keys(COMPONENT_CLASSES), ...registeredSchedulers()].join(", ")})`);
     }
-    found.push([name, known, await componentSubfolder(idOrPath, name, known.file, loadOpts), className]);
+    found.push([name, known, await componentSubfolder(idOrPath, name, known.file, loadOpts)]);
   }
   // the components with weights (ModelMixin subclasses): what the placement decides for
   const isModel = (k: { cls: Loadable }) => (k.cls as unknown as { prototype: object }).prototype instanceof ModelMixin;
-  const models = found.filter(([, k]) => isModel(k));
-  const placement = await planPlacement(idOrPath, models.map(([n, k, s]) => [n, k, s]), opts);
+  const bytes = await weightsBeforeLoading(idOrPath, found.filter(([, k]) => isModel(k)).map(([n, k, s]) => [n, k, s]), opts);
+  const order = [...found].sort((a, b) => (bytes[a[0]] ?? 0) - (bytes[b[0]] ?? 0));
+  const memory = opts.memory === "none" ? { placement: "device" as const } : { placement: "auto" as const, memoryBudgetBytes: opts.memoryBudgetBytes };
   const out: Record<string, unknown> = {};
-  for (const [name, known, subfolder] of found) {
-    out[name] = await known.cls.fromPretrained(idOrPath, { ...loadOpts, subfolder, ...(isModel(known) ? { placement } : {}) });
+  for (const [name, known, subfolder] of order) {
+    out[name] = await known.cls.fromPretrained(idOrPath, { ...loadOpts, subfolder, ...(isModel(known) ? memory : {}) });
   }
-  return { components: out, placement };
+  return out;
 }

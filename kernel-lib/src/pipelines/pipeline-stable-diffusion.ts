@@ -99,7 +99,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
 
   /** Loads a Stable Diffusion folder or repo (model_index.json + vae/ text_encoder/ tokenizer/ unet/ scheduler/). */
   static async fromPretrained<P extends StableDiffusionPipeline>(this: new (c: StableDiffusionComponents) => P, idOrPath: string, opts: LoadOptions = {}): Promise<P> {
-    const { components: parts, placement } = await loadPipelineComponents(idOrPath, StableDiffusionPipeline.componentNames, opts);
+    const parts = await loadPipelineComponents(idOrPath, StableDiffusionPipeline.componentNames, opts);
     const pipe = new this({
       vae: parts.vae as AutoencoderKL,
       textEncoder: parts.text_encoder as CLIPTextModel,
@@ -109,8 +109,6 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     });
     pipe.memory = opts.memory ?? "auto";
     pipe.memoryBudgetBytes = opts.memoryBudgetBytes ?? null;
-    // weights loaded into host memory need their offload hooks before any call
-    if (placement === "host") pipe.planDefaultMemory();
     return pipe;
   }
 
@@ -260,16 +258,6 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     }
     const what = `${this.constructor.name} ${width}x${height}, ${pictures} picture${pictures === 1 ? "" : "s"}${doCfg ? ", CFG" : ""}`;
     return { what, calls };
-  }
-
-  /**
-   * The plan for the pipeline's default call (its UNet's sample size, one picture, CFG), made at load when the weights
-   * went to host memory: an offload plan, so that no call uploads them all.
-   */
-  planDefaultMemory(): void {
-    const size = (this.unet.config.sample_size as number) * this.vaeScaleFactor;
-    const m = this.memoryCalls({ prompt: "" }, size, size);
-    this.planMemory(m.what, m.calls, { offload: ["model", "sequential"] });
   }
 
   /** Prompts, embeddings and CFG set up as diffusers does before the loop. */

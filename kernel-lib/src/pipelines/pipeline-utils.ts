@@ -13,7 +13,7 @@ import {
 } from "../memory/offload.js";
 import {
   announcePlan, applyMemoryKnobs, chooseMemoryPlan, currentKnobs, estimatePlan, isTrivialPlan, MemoryPlanError, planComponents,
-  type MemoryMode, type MemoryPlan, type OffloadChoice, type PlannedCall,
+  type MemoryMode, type MemoryPlan, type PlannedCall,
 } from "../memory/memory-plan.js";
 import { memoryBudget, packsWeights, type MemoryBudget } from "../memory/memory-budget.js";
 
@@ -44,7 +44,7 @@ export abstract class DiffusionPipelineBase {
    * Before a call: plan (memory "auto") or check (memory "manual") the memory of the model calls it will make, before
    * any kernel runs. Throws a MemoryPlanError when nothing fits.
    */
-  protected planMemory(what: string, calls: PlannedCall[], opts: { offload?: OffloadChoice[] } = {}): void {
+  protected planMemory(what: string, calls: PlannedCall[]): void {
     if (this.memory === "none") return;
     const { components, fixed } = planComponents(this);
     const input = { what, components, calls, fixed };
@@ -60,7 +60,7 @@ export abstract class DiffusionPipelineBase {
       return;
     }
     const previous = this.memoryPlan?.knobs ?? null;
-    const plan = chooseMemoryPlan(input, { budget, offload: opts.offload });
+    const plan = chooseMemoryPlan(input, { budget });
     applyMemoryKnobs(this, plan.knobs, (this.constructor as typeof DiffusionPipelineBase).modelCpuOffloadSeq, previous);
     this.memoryPlanKey = announcePlan(plan, this.memoryPlanKey, isTrivialPlan(plan.knobs));
     this.memoryPlan = plan;

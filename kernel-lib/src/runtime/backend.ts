@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { resolveWasmThreads, startWasmBackend, type WasmThreadsChoice, type WasmThreadsStatus } from "./wasm-threads.js";
+import { installBackendFaultDetection, watchBackendStart } from "./backend-fault.js";
 
 export type BackendChoice = "tensorflow" | "wasm" | "cpu";
 
@@ -91,7 +92,7 @@ async function tryTensorflow(load: Loader, attempts: BackendAttempt[], allowGpu:
 async function tryWasm(load: Loader, attempts: BackendAttempt[], threads: WasmThreadsChoice): Promise<BackendReport | null> {
   try {
     const pkg = load("@tensorflow/tfjs-backend-wasm") as Parameters<typeof startWasmBackend>[0];
-    const status: WasmThreadsStatus = { ...(await startWasmBackend(pkg, threads.threads)), choice: threads.choice };
+    const status: WasmThreadsStatus = { ...(await watchBackendStart(() => startWasmBackend(pkg, threads.threads))), choice: threads.choice };
     await tf.ready();
     const n = status.threads;
     const why = `WebAssembly SIMD kernels (XNNPACK), ${n === 1 ? "one thread" : `${n} threads`}` +
@@ -159,6 +160,7 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
     report = (await tryTensorflow(load, attempts, true)) ?? (await tryWasm(load, attempts, threads)) ?? (await useCpu(attempts));
   }
   current = report;
+  installBackendFaultDetection(); // backend faults say so on every later call (backend-fault.ts)
   return report;
 }
 

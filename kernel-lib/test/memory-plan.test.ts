@@ -228,7 +228,7 @@ describe("budgets and pipelines loaded into host memory", () => {
       delete process.env.KIT_MEMORY_BUDGET;
     }
     expect(() => parseBytes("lots", "KIT_MEMORY_BUDGET")).toThrow(/KIT_MEMORY_BUDGET: "lots" is not a size/);
-    expect(memoryBudget().bytes).toBe(4 * 2 ** 30 - 0.4 * 2 ** 30);
+    expect(memoryBudget().bytes).toBe(4 * 2 ** 30 - 0.6 * 2 ** 30);
   });
 
   it("a pipeline loads each model where it fits (smaller first): the largest to host memory when it cannot; memory \"none\" refuses to load", async () => {

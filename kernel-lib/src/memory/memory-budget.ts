@@ -2,8 +2,9 @@
 // device_map="auto"): what a memory plan must fit in.
 //   wasm:        the module's heap. wasm32 addresses at most 4 GiB and tfjs-backend-wasm's heap stops there
 //                (an allocation past ~3.9 GiB aborts the module: XNNPACK "status 6", then Aborted()). The heap
-//                also holds what tfjs does not count (XNNPACK scratch, fragmentation: measured 0.1-0.2 GiB over
-//                the tensors' peak, bench/README.md), so plans keep WASM_RESERVE free.
+//                also holds what tfjs does not count (XNNPACK scratch) and never shrinks, so after a UNet step has
+//                allocated and freed its maps, a VAE decode's 256 MiB blocks may find no hole big enough: lesson 03
+//                by hand at 512 px ran out with 1.7 GiB of tensors in a 3.9 GiB heap. Plans keep WASM_RESERVE free.
 //   tensorflow:  on CUDA, the GPU's memory as nvidia-smi reports it (tfjs-node-gpu has no query of its own),
 //                else DEFAULT_GPU_BYTES; on the CPU, and for the cpu backend, the host's memory (os.totalmem)
 //                less what the process and the system already use, less HOST_RESERVE.
@@ -16,7 +17,7 @@ export const GIB = 1024 ** 3;
 /** The most a wasm32 heap can hold. */
 export const WASM_HEAP_LIMIT = 4 * GIB;
 /** Kept free in the wasm heap for what tfjs does not count (kernel scratch, fragmentation). */
-export const WASM_RESERVE = 0.4 * GIB;
+export const WASM_RESERVE = 0.6 * GIB;
 /** Kept free in host memory for the system, Node and the notebook. */
 export const HOST_RESERVE = 2 * GIB;
 /** Used for a CUDA device when nvidia-smi cannot say (a common consumer GPU). */

@@ -28,8 +28,8 @@ export interface ActivationKnobs {
 
 /** Feature maps alive at once in a UNet step, in units of its largest map (see the top of this file). */
 export const UNET_FEATURE_MAPS = 30;
-/** The same for a VAE decode / encode (the full-resolution blocks dominate). */
-export const VAE_FEATURE_MAPS = 7;
+/** The same for a VAE decode / encode (the full-resolution blocks dominate), on the heap's scale (see above). */
+export const VAE_FEATURE_MAPS = 9;
 /** The same for a text encoder layer, in units of its MLP's hidden [B, T, intermediate] map. */
 export const TEXT_FEATURE_MAPS = 8;
 

@@ -16,7 +16,7 @@ import { DDPMPipeline } from "../src/pipelines/pipeline-ddpm.js";
 import { CLIPTokenizer } from "../src/tokenizers/clip.js";
 import { float16ToFloat32, float32ToFloat16 } from "../src/io/float16.js";
 import { readSafetensorsArrays, readSafetensorsHeader } from "../src/io/safetensors.js";
-import { readTorchBin } from "../src/io/torch-bin.js";
+import { readTorchBin, zipEndRecords } from "../src/io/torch-bin.js";
 import { resetHubSession } from "../src/hub/index.js";
 import {
   BUILDER_VERSION,
@@ -46,7 +46,7 @@ const CONFIGS = {
   },
   [DDPM_CAT]: { "config.json": path.join(DATASETS, "ddpm-cat-tiny-random", "unet", "config.json") },
 };
-const KIT = { UNet2DModel, UNet2DConditionModel, AutoencoderKL, CLIPTextModel, float32ToFloat16 };
+const KIT = { UNet2DModel, UNet2DConditionModel, AutoencoderKL, CLIPTextModel, float32ToFloat16, zipEndRecords };
 
 const ENV_KEYS = ["HF_HUB_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "HF_ENDPOINT"];
 let tmp: string;

@@ -16,6 +16,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { float32ToFloat16 } from "../src/io/float16.js";
+import { zipEndRecords } from "../src/io/torch-bin.js";
 
 export type WriterDtype = "F32" | "F16" | "I64";
 
@@ -311,27 +312,7 @@ function zipTorch(records: Record_[], opts: { deflate?: boolean; zip64Entries?: 
   }
   const cdOffset = pos;
   const cd = Buffer.concat(central);
-  const n = records.length;
-  const end64 = Buffer.alloc(56);
-  end64.writeUInt32LE(0x06064b50, 0);
-  end64.writeBigUInt64LE(44n, 4);
-  end64.writeUInt16LE(0x031e, 12);
-  end64.writeUInt16LE(0x002d, 14);
-  end64.writeBigUInt64LE(BigInt(n), 24);
-  end64.writeBigUInt64LE(BigInt(n), 32);
-  end64.writeBigUInt64LE(BigInt(cd.length), 40);
-  end64.writeBigUInt64LE(BigInt(cdOffset), 48);
-  const locator = Buffer.alloc(20);
-  locator.writeUInt32LE(0x07064b50, 0);
-  locator.writeBigUInt64LE(BigInt(cdOffset + cd.length), 8);
-  locator.writeUInt32LE(1, 16);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(n, 8);
-  end.writeUInt16LE(n, 10);
-  end.writeUInt32LE(cd.length, 12);
-  end.writeUInt32LE(cdOffset, 16);
-  return Buffer.concat([...parts, cd, end64, locator, end]);
+  return Buffer.concat([...parts, cd, zipEndRecords(records.length, cd.length, cdOffset)]);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -507,7 +507,7 @@ function statePickle(tensors) {
  * that puts the data on a 64-byte boundary; the central directory; a ZIP64 end record and locator (torch always
  * writes them) before the classic end record. `records` are { name, write(sink) } with sink(bytes) streaming the data.
  */
-function writeTorchZip(writer, archive, records) {
+function writeTorchZip(writer, archive, records, kit) {
   const central = [];
   for (const r of records) {
     const name = Buffer.from(`${archive}/${r.name}`, "utf8");
@@ -561,31 +561,11 @@ function writeTorchZip(writer, archive, records) {
   const cdOffset = writer.size;
   const cd = Buffer.concat(central);
   writer.write(cd);
-  const n = records.length;
-  const end64 = Buffer.alloc(56);
-  end64.writeUInt32LE(0x06064b50, 0);
-  end64.writeBigUInt64LE(44n, 4);
-  end64.writeUInt16LE(0x031e, 12);
-  end64.writeUInt16LE(0x002d, 14);
-  end64.writeBigUInt64LE(BigInt(n), 24);
-  end64.writeBigUInt64LE(BigInt(n), 32);
-  end64.writeBigUInt64LE(BigInt(cd.length), 40);
-  end64.writeBigUInt64LE(BigInt(cdOffset), 48);
-  const locator = Buffer.alloc(20);
-  locator.writeUInt32LE(0x07064b50, 0);
-  locator.writeBigUInt64LE(BigInt(cdOffset + cd.length), 8);
-  locator.writeUInt32LE(1, 16);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(n, 8);
-  end.writeUInt16LE(n, 10);
-  end.writeUInt32LE(cd.length, 12);
-  end.writeUInt32LE(cdOffset, 16);
-  writer.write(Buffer.concat([end64, locator, end]));
+  writer.write(kit.zipEndRecords(records.length, cd.length, cdOffset));
 }
 
 /** A state dict of F32 tensors as torch.save(state_dict, f) writes it: records data.pkl, byteorder, data/<key>, version. */
-function writeTorchBinFile(blobsDir, tensors, repoSeed, archive = "archive") {
+function writeTorchBinFile(blobsDir, tensors, repoSeed, kit, archive = "archive") {
   if (tensors.some((t) => t.dtype !== "F32")) throw new Error("the .bin writer writes F32 tensors only");
   const keyed = tensors.map((t, i) => ({ ...t, storageKey: String(i) }));
   const pkl = statePickle(keyed);
@@ -599,7 +579,7 @@ function writeTorchBinFile(blobsDir, tensors, repoSeed, archive = "archive") {
   ];
   const writer = new BlobWriter(blobsDir);
   try {
-    writeTorchZip(writer, archive, records);
+    writeTorchZip(writer, archive, records, kit);
     return writer.finish();
   } catch (e) {
     writer.abort();
@@ -734,7 +714,7 @@ function buildRepo(root, repo, overrides, kit, log) {
     const t1 = Date.now();
     const params = w.tensors.reduce((s, t) => s + (t.dtype === "F32" ? t.numel : 0), 0);
     if (w.format === "bin") {
-      const r = writeTorchBinFile(blobs, w.tensors, repo.seed);
+      const r = writeTorchBinFile(blobs, w.tensors, repo.seed, kit);
       record(w.files.F32, r.etag, r.size, true);
       log(`${repo.repoId}: ${w.files.F32} ${human(r.size)} (${w.tensors.length} tensors, ${(params / 1e6).toFixed(1)} M parameters) in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
     } else {

@@ -41,6 +41,34 @@ const SIG_EOCD = 0x06054b50;
 const SIG_ZIP64_EOCD = 0x06064b50;
 const SIG_ZIP64_LOCATOR = 0x07064b50;
 
+/**
+ * The records that end a zip as torch.save writes it (ZIP64 end of central directory, its locator, the classic end
+ * record), for `n` entries whose central directory of `cdLength` bytes starts at `cdOffset`. What the reader below
+ * looks for; writers of test files and rehearsal snapshots share it.
+ */
+export function zipEndRecords(n: number, cdLength: number, cdOffset: number): Buffer {
+  const end64 = Buffer.alloc(56);
+  end64.writeUInt32LE(SIG_ZIP64_EOCD, 0);
+  end64.writeBigUInt64LE(44n, 4);
+  end64.writeUInt16LE(0x031e, 12);
+  end64.writeUInt16LE(0x002d, 14);
+  end64.writeBigUInt64LE(BigInt(n), 24);
+  end64.writeBigUInt64LE(BigInt(n), 32);
+  end64.writeBigUInt64LE(BigInt(cdLength), 40);
+  end64.writeBigUInt64LE(BigInt(cdOffset), 48);
+  const locator = Buffer.alloc(20);
+  locator.writeUInt32LE(SIG_ZIP64_LOCATOR, 0);
+  locator.writeBigUInt64LE(BigInt(cdOffset + cdLength), 8);
+  locator.writeUInt32LE(1, 16);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(SIG_EOCD, 0);
+  end.writeUInt16LE(Math.min(n, 0xffff), 8);
+  end.writeUInt16LE(Math.min(n, 0xffff), 10);
+  end.writeUInt32LE(Math.min(cdLength, 0xffffffff), 12);
+  end.writeUInt32LE(Math.min(cdOffset, 0xffffffff), 16);
+  return Buffer.concat([end64, locator, end]);
+}
+
 function readAt(fd: number, file: string, pos: number, len: number, what: string): Buffer {
   const buf = Buffer.alloc(len);
   readInto(fd, file, buf, pos, what);

@@ -95,9 +95,15 @@ function describeCall(c: PlannedCall): string {
   return `${c.component}${verb} [${shape.join(",")}]`;
 }
 
-function describeKnobs(k: MemoryKnobs, hasAttention: boolean, hasVae: boolean, packs: boolean): string {
+function describeKnobs(k: MemoryKnobs, hasAttention: boolean, hasVae: boolean, packs: boolean, fixed: string[] = [], all: string[] = []): string {
   const parts: string[] = [];
-  parts.push(k.offload === "none" ? "all weights on the device" : k.offload === "model" ? "model CPU offload" : "sequential CPU offload");
+  const rest = all.filter((n) => !fixed.includes(n));
+  const others = fixed.length === 0 ? "" : rest.length === 0 ? "" : ` for ${rest.join(", ")}`;
+  if (fixed.length > 0) parts.push(`${fixed.join(", ")} in host memory since loading (sequential offload)`);
+  if (fixed.length === 0 || rest.length > 0) {
+    parts.push(k.offload === "none" ? (fixed.length ? `${rest.join(", ")} on the device` : "all weights on the device")
+      : k.offload === "model" ? `model CPU offload${others}` : `sequential CPU offload${others}`);
+  }
   if (packs && !k.keepPackedWeights) parts.push("weights re-packed per call");
   if (hasAttention && k.attentionSlicing !== undefined) parts.push(k.attentionSlicing === null ? "one-pass attention" : `attention slicing "${k.attentionSlicing}"`);
   if (hasVae && k.vaeSlicing) parts.push("VAE slicing");
@@ -141,7 +147,7 @@ export function estimatePlan(input: PlanInput, knobs: MemoryKnobs, budget: Memor
   const fits = peak <= budget.bytes;
   const total = Object.values(weights).reduce((a, b) => a + b, 0);
   const summary = `memory plan for ${input.what} on ${budget.backend} (budget ${formatBytes(budget.bytes)}): ` +
-    `${describeKnobs(knobs, hasAttention, hasVae, packsWeights())}; weights ${formatBytes(total)}` +
+    `${describeKnobs(knobs, hasAttention, hasVae, packsWeights(), [...fixed], input.components.map(([n]) => n))}; weights ${formatBytes(total)}` +
     (hostBytes > 0 ? ` (${formatBytes(hostBytes)} in host memory)` : "") +
     `; est. peak ${formatBytes(peak)} in ${peakCall}${fits ? "" : " — does NOT fit"}`;
   return { what: input.what, knobs, budget, fits, peakBytes: peak, peakCall, otherBytes, weights, hostBytes, calls, summary };

@@ -1,9 +1,9 @@
 // Memory for models used on their own (lesson 03's loop by hand), as a pipeline plans it for its components
 // (memory-plan.ts): the load policy ModelMixin.fromPretrained follows for placement "auto", and a check before each
 // model call.
-//   placement: a model goes on the device when its weights (x2 on wasm for XNNPACK's packed copies) and the
-//              activations of its default call fit beside the tensors already there; otherwise its weights stay in
-//              host memory under sequential offload (offload.ts), said in one line.
+//   placement: a model goes on the device when its weights (x2 on wasm for XNNPACK's packed copies) fit beside the
+//              tensors already there with room for the largest default call of it and of the models already on the
+//              device; otherwise its weights stay in host memory under sequential offload (offload.ts), said in one line.
 //   each call: before forward / encode / decode, the call's activations are estimated from its input shapes; when
 //              they would overrun the budget, attention slicing ("auto", then "max"), VAE slicing, then VAE tiling
 //              is turned on (one line each); when nothing fits, a MemoryPlanError before any kernel runs, instead
@@ -21,6 +21,18 @@ import { attentionLayers, setAttentionSlice } from "./attention-slicing.js";
 /** Every model loaded through fromPretrained, to count the packed copies of their resident weights. */
 const loadedModels = new Set<WeakRef<ModelMixin>>();
 const placementNote = new WeakMap<ModelMixin, string>();
+/** The activations of the default call of each model placed on the device: room the next placements must leave. */
+const deviceCallBytes = new WeakMap<ModelMixin, number>();
+
+/** The largest default call of the models on the device now (their room must stay free). */
+function largestDeviceCall(): number {
+  let most = 0;
+  for (const ref of loadedModels) {
+    const m = ref.deref();
+    if (m && m.namedParameters().some(([, p]) => p.isLoaded)) most = Math.max(most, deviceCallBytes.get(m) ?? 0);
+  }
+  return most;
+}
 
 /** Bytes of resident weights of all loaded models (what XNNPACK may keep a packed copy of on wasm). */
 function residentWeightBytes(): number {
@@ -47,10 +59,15 @@ function place(model: ModelMixin, budgetBytes?: number): WeightPlacement {
   const act = call ? activationBytes(model, call, { attentionSlicing: "max" }) : 0;
   const inUse = deviceBytesInUse();
   const w = weightBytes(model);
-  if (inUse + w * pf + act <= budget.bytes) return "device";
+  // accelerate's rule: what is placed must leave room for the largest call of any model on the device, this one included
+  const room = Math.max(act, largestDeviceCall());
+  if (inUse + w * pf + room <= budget.bytes) {
+    deviceCallBytes.set(model, act);
+    return "device";
+  }
   placementNote.set(model,
     `${model.constructor.name}: ${formatBytes(w)} of weights${pf > 1 ? ` (${formatBytes(w * pf)} with XNNPACK's packed copies)` : ""}` +
-    `${act > 0 ? ` and ~${formatBytes(act)} for one call` : ""} do not fit beside the ${formatBytes(inUse)} already on the ${budget.backend} device ` +
+    `${room > 0 ? ` and ~${formatBytes(room)} for the largest call` : ""} do not fit beside the ${formatBytes(inUse)} already on the ${budget.backend} device ` +
     `(budget ${formatBytes(budget.bytes)}): the weights stay in host memory and each layer is uploaded for its own forward ` +
     `(sequential offload: the same numbers, slower). { placement: "device" } forces them onto the device.`);
   return "host";

@@ -52,10 +52,23 @@ async function main() {
   const loadSeconds = (performance.now() - t0) / 1000;
   pipe.scheduler = K.DPMSolverMultistepScheduler.fromConfig(pipe.scheduler.config);
   pipe.setProgressBarConfig({ disable: true });
+  // CPU seconds of this process per component (with one wasm thread, the work itself: robust to other jobs)
+  const cpuNow = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
+  const cpu = {};
+  for (const [name, m] of [["text_encoder", pipe.textEncoder], ["unet", pipe.unet], ["vae", pipe.vae]]) {
+    let t = 0, depth = 0;
+    cpu[name] = 0;
+    K.addForwardHook(m, ["forward", "encode", "decode"], {
+      preForward: () => { if (depth++ === 0) t = cpuNow(); },
+      postForward: () => { if (--depth === 0) cpu[name] += cpuNow() - t; },
+    });
+  }
+  const loadCpuSeconds = cpuNow();
   const t1 = performance.now();
   const m = await K.measureMemory(() => pipe.generate({ prompt: "a watercolor painting of a fox in a snowy forest", numInferenceSteps: steps,
     guidanceScale: 7.5, generator: new K.Generator().manualSeed(0), outputType: "np" }), { components: pipe });
   const generateSeconds = (performance.now() - t1) / 1000;
+  const generateCpuSeconds = cpuNow() - loadCpuSeconds;
   const values = m.result.images.dataSync();
   const finite = values.every((v) => Number.isFinite(v));
   m.result.images.dispose();
@@ -63,6 +76,7 @@ async function main() {
   const out = {
     seconds, loadSeconds, generateSeconds, steps, threads: backend.wasmThreads?.threads ?? 1, backend: backend.description,
     perComponent: m.perComponent, unetSecondsPerStep: (m.perComponent?.unet?.seconds ?? 0) / steps,
+    cpuSeconds: { load: loadCpuSeconds, generate: generateCpuSeconds, perComponent: cpu, unetPerStep: cpu.unet / steps },
     peakTfjsBytes: m.peakBytes, wasmHeapBytes: m.wasmHeapBytes, rssPeakBytes: m.rssPeak, memoryPlan: pipe.memoryPlan?.summary,
     finitePicture: finite, loadAverage1min: [load0, os.loadavg()[0]], cacheSeconds,
     pytorch: { seconds: (PYTORCH_SECONDS.low + PYTORCH_SECONDS.high) / 2, range: "10-14 min", note: "PyTorch 1.13, 2 threads, same machine kind, not this run (../shared/perf/README.md)" },

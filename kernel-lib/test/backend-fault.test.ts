@@ -193,8 +193,8 @@ function runChild(threads: number, mode: "abort" | "xnn"): Promise<{ code: numbe
     child.stderr.on("data", (d: Buffer) => { log += d; });
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`the ${threads}-thread ${mode} child did not exit within 240 s (a call hung after the fault?):\n${log}`));
-    }, 240_000);
+      reject(new Error(`the ${threads}-thread ${mode} child did not exit within 600 s (a call hung after the fault?):\n${log}`));
+    }, 600_000);
     child.on("exit", (code) => {
       clearTimeout(timer);
       const steps: Record<string, ChildStep> = {};

@@ -120,7 +120,7 @@ describe("datasets/sd-tiny (trained text-to-image model)", () => {
     const [g1, g7] = [await redShare(1), await redShare(7)];
     expect(g7, `red share of the pictures: guidance 1 ${g1.toFixed(3)}, guidance 7 ${g7.toFixed(3)}`).toBeGreaterThan(g1 * 1.3);
     expect(g7).toBeGreaterThan(0.05);
-  }, 120_000);
+  });
 
   it("draws held-out captions' backgrounds, and their colours far more often at guidance 7.5 than at 1 (the shapes judge)", async () => {
     const { colour: c1, background: b1 } = await heldOut(pipe, 1);
@@ -129,7 +129,7 @@ describe("datasets/sd-tiny (trained text-to-image model)", () => {
     expect(c7, what).toBeGreaterThan(HELD_OUT_MIN.colour);
     expect(b7, what).toBeGreaterThan(HELD_OUT_MIN.background);
     expect(c7, what).toBeGreaterThan(c1 + 0.1);
-  }, 120_000);
+  });
 });
 
 describe("datasets/sd-tiny-lora-stripes (the style LoRA, both file formats)", () => {
@@ -156,7 +156,7 @@ describe("datasets/sd-tiny-lora-stripes (the style LoRA, both file formats)", ()
     expect(maxDiff, "kohya vs diffusers file: the same LoRA, up to float rounding").toBeLessThan(1e-3);
     expect(Array.from(again.pixels)).toEqual(Array.from(base.pixels));
     expect(tf.memory().numTensors).toBe(n0);
-  }, 180_000);
+  });
 });
 
 // what the shipped weights measured (datasets/sd-tiny/README.md), minus a margin: a retrained model must do about as well

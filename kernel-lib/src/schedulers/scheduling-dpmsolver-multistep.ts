@@ -9,6 +9,7 @@
 // on setTimesteps, or by dispose()).
 import * as tf from "@tensorflow/tfjs";
 import { type Config, ConfigError, type ConfigSpec, oneOf } from "../io/config.js";
+import { ArgumentError } from "../utils/check-argument.js";
 import {
   type BetaSchedule,
   KarrasDiffusionSchedulers,
@@ -23,7 +24,8 @@ import {
   alphasFromBetas,
   channelAxis,
   checkShape,
-  checkStepCount,
+  checkNumInferenceSteps,
+  checkStepTimestep,
   cumprodF32,
   npArange,
   npLinspace,
@@ -86,6 +88,10 @@ export function vpTables(alphasCumprod: Float32Array): { alphaT: Float32Array; s
  *   linspace: round(linspace(0, last-1, n+1)) reversed, minus the final 0;
  *   leading:  arange(n+1) * (last // (n+1)) reversed, minus the final 0, + steps_offset;
  *   trailing: round(arange(start, 0, -T/n)) - 1.
+ * A timestep the rounding repeats (500 twice at n = T = 1000, linspace) is kept once: a repeated
+ * timestep is a step of length h = 0, and the next multistep update divides by it (diffusers 0.27.2
+ * yields NaN there; earlier diffusers dropped repeats with np.unique, as here). Without repeats, as in
+ * every schedule diffusers can run, the timesteps are diffusers' own.
  */
 export function multistepTimesteps(
   className: string,
@@ -96,17 +102,25 @@ export function multistepTimesteps(
   n: number,
   stepsOffset: number,
 ): number[] {
-  if (spacing === "linspace") return npLinspace(0, lastTimestep - 1, n + 1).map(roundHalfEven).reverse().slice(0, n);
-  if (spacing === "leading") {
+  let out: number[];
+  if (spacing === "linspace") out = npLinspace(0, lastTimestep - 1, n + 1).map(roundHalfEven).reverse().slice(0, n);
+  else if (spacing === "leading") {
     const ratio = Math.floor(lastTimestep / (n + 1));
-    const out: number[] = [];
+    if (ratio === 0) {
+      throw new ArgumentError(
+        `${className}.setTimesteps: num_inference_steps ${n} leaves no room between timesteps with timestep_spacing "leading" ` +
+          `(${lastTimestep} usable training timesteps); use at most ${lastTimestep - 1} steps, or timestep_spacing "linspace" / "trailing"`,
+      );
+    }
+    out = [];
     for (let i = n; i >= 1; i--) out.push(i * ratio + stepsOffset);
-    return out;
+  } else if (spacing === "trailing") out = npArange(trailingStart, 0, -(numTrainTimesteps / n)).map((x) => roundHalfEven(x) - 1);
+  else {
+    throw new ConfigError(
+      `${className}: config "timestep_spacing" is ${JSON.stringify(spacing)}; supported: ${TIMESTEP_SPACINGS.map((s) => JSON.stringify(s)).join(", ")}`,
+    );
   }
-  if (spacing === "trailing") return npArange(trailingStart, 0, -(numTrainTimesteps / n)).map((x) => roundHalfEven(x) - 1);
-  throw new ConfigError(
-    `${className}: config "timestep_spacing" is ${JSON.stringify(spacing)}; supported: ${TIMESTEP_SPACINGS.map((s) => JSON.stringify(s)).join(", ")}`,
-  );
+  return out.filter((t, i) => i === 0 || t !== out[i - 1]); // descending, so repeats are neighbours
 }
 
 /**
@@ -349,14 +363,14 @@ export class DPMSolverMultistepScheduler extends IndexedSchedulerMixin {
   setTimesteps(numInferenceSteps: number): void {
     const name = DPMSolverMultistepScheduler.className;
     const c = this.config;
-    const n = checkStepCount(name, numInferenceSteps);
     const T = c.num_train_timesteps;
+    const n = checkNumInferenceSteps(name, numInferenceSteps, T);
     // clip lambda(t) from below (needed by the cosine schedule): searchsorted on the flipped lambdas
     const lambdaMin = parseLambdaMinClipped(name, c.lambda_min_clipped);
     let clipped = 0;
     for (let i = this.lambdaT.length - 1; i >= 0 && this.lambdaT[i] < lambdaMin; i--) clipped++;
     const last = T - clipped;
-    let timesteps = multistepTimesteps(name, c.timestep_spacing, last, last, T, n, c.steps_offset);
+    let timesteps: number[];
 
     const train = trainSigmas(this.alphasCumprod);
     const logSigmas = train.map((s) => Math.log(s));
@@ -370,6 +384,7 @@ export class DPMSolverMultistepScheduler extends IndexedSchedulerMixin {
       sig = npLinspace(0, 1, n).map((r) => Math.exp(lmax + r * (lmin - lmax)));
       timesteps = sig.map((s) => roundHalfEven(multistepSigmaToT(s, logSigmas)));
     } else {
+      timesteps = multistepTimesteps(name, c.timestep_spacing, last, last, T, n, c.steps_offset);
       sig = timesteps.map((t) => train[Math.min(Math.max(t, 0), train.length - 1)]); // np.interp at integer points
     }
     const sigmaLast = c.final_sigmas_type === "sigma_min" ? train[0] : 0;
@@ -581,6 +596,7 @@ export class DPMSolverMultistepScheduler extends IndexedSchedulerMixin {
     if (this.numInferenceSteps === null) {
       throw new Error(`${name}.step: the number of inference steps is not set; call setTimesteps(n) after creating the scheduler`);
     }
+    checkStepTimestep(name, timestep, c.num_train_timesteps, this.timesteps);
     if (options.noise !== undefined && options.varianceNoise !== undefined) {
       throw new Error(`${name}.step: pass noise or varianceNoise (the same thing), not both`);
     }

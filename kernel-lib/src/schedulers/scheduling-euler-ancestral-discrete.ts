@@ -14,7 +14,7 @@ import {
   type TimestepSpacing,
   alphasFromBetas,
   checkShape,
-  checkStepCount,
+  checkNumInferenceSteps,
   cumprodF32,
   registerScheduler,
   stepNoise,
@@ -91,7 +91,7 @@ export class EulerAncestralDiscreteScheduler extends SigmaDiscreteScheduler {
   /** Timesteps per `timestep_spacing` (float32), sigmas linearly interpolated in t, then a final 0. */
   setTimesteps(numInferenceSteps: number): void {
     const name = EulerAncestralDiscreteScheduler.className;
-    const n = checkStepCount(name, numInferenceSteps);
+    const n = checkNumInferenceSteps(name, numInferenceSteps, this.config.num_train_timesteps as number);
     const { timesteps, sigmas } = this.interpolatedSchedule(n);
     this.setSchedule(n, timesteps, sigmas);
   }

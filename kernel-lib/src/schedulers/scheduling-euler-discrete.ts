@@ -20,7 +20,7 @@ import {
   type TimestepSpacing,
   alphasFromBetas,
   checkShape,
-  checkStepCount,
+  checkNumInferenceSteps,
   cumprodF32,
   linspaceF32,
   npLinspace,
@@ -375,7 +375,7 @@ export class EulerDiscreteScheduler extends SigmaDiscreteScheduler {
   setTimesteps(numInferenceSteps: number): void {
     const name = EulerDiscreteScheduler.className;
     const c = this.config;
-    const n = checkStepCount(name, numInferenceSteps);
+    const n = checkNumInferenceSteps(name, numInferenceSteps, this.config.num_train_timesteps as number);
     const T = c.num_train_timesteps;
     let timesteps = sigmaTimesteps(name, c.timestep_spacing, T, n, c.steps_offset);
     const train = sigmasFromAlphasCumprod(this.alphasCumprod);

@@ -16,7 +16,7 @@ import {
   alphasFromBetas,
   betasForAlphaBar,
   checkShape,
-  checkStepCount,
+  checkNumInferenceSteps,
   cumprodF32,
   registerScheduler,
 } from "./scheduling-utils.js";
@@ -110,7 +110,7 @@ export class HeunDiscreteScheduler extends SigmaDiscreteScheduler {
    */
   setTimesteps(numInferenceSteps: number): void {
     const name = HeunDiscreteScheduler.className;
-    const n = checkStepCount(name, numInferenceSteps);
+    const n = checkNumInferenceSteps(name, numInferenceSteps, this.config.num_train_timesteps as number);
     const { timesteps, sigmas: sig } = this.interpolatedSchedule(n);
     const m = sig.length;
     const sigmas = new Float32Array(2 * m - 1); // setSchedule appends the final 0

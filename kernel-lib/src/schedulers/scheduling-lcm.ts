@@ -22,6 +22,7 @@ import {
   checkShape,
   clipOrThreshold,
   cumprodF32,
+  checkNumInferenceSteps,
   integerTimestep,
   registerScheduler,
   stepNoise,
@@ -186,13 +187,7 @@ export class LCMScheduler extends IndexedSchedulerMixin {
       const tStart = Math.max(custom.length - init, 0);
       timesteps = custom.slice(tStart * this.order);
     } else {
-      const n = numInferenceSteps as number;
-      if (!Number.isInteger(n) || n < 1) {
-        throw new RangeError(`${name}.setTimesteps: num_inference_steps must be an integer >= 1, got ${String(n)}`);
-      }
-      if (n > T) {
-        throw new RangeError(`${name}.setTimesteps: num_inference_steps ${n} cannot be larger than num_train_timesteps ${T}`);
-      }
+      const n = checkNumInferenceSteps(name, numInferenceSteps, T);
       if (Math.floor(origin.length / n) < 1) {
         throw new RangeError(
           `${name}.setTimesteps: original_inference_steps x strength = ${original} x ${strength} is smaller than ` +

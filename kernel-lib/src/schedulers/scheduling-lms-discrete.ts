@@ -19,7 +19,7 @@ import {
   type TimestepSpacing,
   alphasFromBetas,
   checkShape,
-  checkStepCount,
+  checkNumInferenceSteps,
   cumprodF32,
   registerScheduler,
 } from "./scheduling-utils.js";
@@ -129,7 +129,7 @@ export class LMSDiscreteScheduler extends SigmaDiscreteScheduler {
    */
   setTimesteps(numInferenceSteps: number): void {
     const name = LMSDiscreteScheduler.className;
-    const n = checkStepCount(name, numInferenceSteps);
+    const n = checkNumInferenceSteps(name, numInferenceSteps, this.config.num_train_timesteps as number);
     const { timesteps, sigmas } = this.interpolatedSchedule(n);
     this.setSchedule(n, timesteps, sigmas);
     this.dispose();

@@ -16,6 +16,7 @@ import {
   type TimestepSpacing,
   addNoiseWithAlphas,
   alphasFromBetas,
+  checkNumInferenceSteps,
   checkShape,
   cumprodF32,
   registerScheduler,
@@ -112,11 +113,8 @@ export class PNDMScheduler extends SchedulerMixin {
   setTimesteps(numInferenceSteps: number): void {
     const name = PNDMScheduler.className;
     const c = this.config;
-    const n = numInferenceSteps;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
-      throw new RangeError(`${name}.setTimesteps: num_inference_steps must be an integer >= 1, got ${String(n)}`);
-    }
     const T = c.num_train_timesteps;
+    const n = checkNumInferenceSteps(name, numInferenceSteps, T);
     // ascending, as diffusers' _timesteps
     const spaced = spacedTimesteps(name, c.timestep_spacing, T, n, c.steps_offset).reverse();
     let prk: number[] = [];

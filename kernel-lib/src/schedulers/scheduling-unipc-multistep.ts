@@ -19,7 +19,8 @@ import {
   type TimestepSpacing,
   alphasFromBetas,
   checkShape,
-  checkStepCount,
+  checkNumInferenceSteps,
+  checkStepTimestep,
   cumprodF32,
   registerScheduler,
   thresholdSample,
@@ -202,15 +203,16 @@ export class UniPCMultistepScheduler extends IndexedSchedulerMixin {
   setTimesteps(numInferenceSteps: number): void {
     const name = UniPCMultistepScheduler.className;
     const c = this.config;
-    const n = checkStepCount(name, numInferenceSteps);
     const T = c.num_train_timesteps;
-    let timesteps = multistepTimesteps(name, c.timestep_spacing, T, T, T, n, c.steps_offset);
+    const n = checkNumInferenceSteps(name, numInferenceSteps, T);
+    let timesteps: number[];
     const train = trainSigmas(this.alphasCumprod);
     let sig: number[];
     if (c.use_karras_sigmas) {
       ({ sigmas: sig, timesteps } = multistepKarrasSchedule(c, train, n));
       sig.push(sig[sig.length - 1]);
     } else {
+      timesteps = multistepTimesteps(name, c.timestep_spacing, T, T, T, n, c.steps_offset);
       sig = timesteps.map((t) => train[Math.min(Math.max(t, 0), train.length - 1)]);
       sig.push(train[0]); // sigma of t = 0, not 0
     }
@@ -363,6 +365,7 @@ export class UniPCMultistepScheduler extends IndexedSchedulerMixin {
     if (this.numInferenceSteps === null) {
       throw new Error(`${name}.step: the number of inference steps is not set; call setTimesteps(n) after creating the scheduler`);
     }
+    const t = checkStepTimestep(name, timestep, c.num_train_timesteps, this.timesteps);
     checkShape(`${name}.step: modelOutput`, modelOutput, sample.shape);
     if (this._stepIndex === null) this.initStepIndex(timestep);
     const k = this._stepIndex as number;
@@ -379,7 +382,7 @@ export class UniPCMultistepScheduler extends IndexedSchedulerMixin {
       this.timestepList[i] = this.timestepList[i + 1];
     }
     this.modelOutputs[c.solver_order - 1] = converted;
-    this.timestepList[c.solver_order - 1] = timestepValue(timestep);
+    this.timestepList[c.solver_order - 1] = t;
 
     // warm up from order 1; with lower_order_final, never look past the end of the schedule
     const order = c.lower_order_final ? Math.min(c.solver_order, len - k) : c.solver_order;

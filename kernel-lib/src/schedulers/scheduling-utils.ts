@@ -13,6 +13,7 @@ import * as tf from "@tensorflow/tfjs";
 import { type Config, type ConfigSpec, ConfigError, oneOf, readConfigFile, resolveConfig } from "../io/config.js";
 import { type Generator, randnTensor } from "../random/generator.js";
 import { hubFileDownload, tryHubFile, type HubOptions } from "../hub/index.js";
+import { ArgumentError, argumentError, checkFinite, checkInteger, showValue } from "../utils/check-argument.js";
 
 export const SCHEDULER_CONFIG_NAME = "scheduler_config.json";
 /** The diffusers version whose behaviour (and saved `_diffusers_version`) we reproduce. */
@@ -157,9 +158,11 @@ export abstract class SchedulerMixin {
       }
       resolved = finishResolved(cls, resolveConfig(cls.className, cls.configSpec, config, {}, "constructor arguments"));
     }
+    // numbers first: a huge num_train_timesteps must fail before any table is built
+    const own = cls.configSpec.defaults;
+    checkConfigNumbers(cls.className, resolved, own);
     this.config = deepFreeze(structuredClone(resolved));
     // keys many classes share, checked once here (each class checks its own keys)
-    const own = cls.configSpec.defaults;
     if ("prediction_type" in own) oneOf(cls.className, this.config, "prediction_type", cls.predictionTypes);
     if ("timestep_spacing" in own) oneOf(cls.className, this.config, "timestep_spacing", TIMESTEP_SPACINGS);
     if ("dynamic_thresholding_ratio" in own && this.config.thresholding) {
@@ -684,26 +687,58 @@ export function spacedTimesteps(
   );
 }
 
-/** Checks `num_inference_steps` is an integer >= 1 (the sigma and multistep schedulers set no upper bound in diffusers). */
-export function checkStepCount(className: string, n: unknown): number {
+/**
+ * Checks `num_inference_steps`: an integer in [1, num_train_timesteps], with diffusers' message past
+ * the top (DDPM, DDIM and LCM raise there; the kit holds every scheduler to it, so a huge count fails
+ * here instead of as an out-of-memory abort while the schedule is built).
+ */
+export function checkNumInferenceSteps(className: string, n: unknown, numTrainTimesteps: number): number {
   if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
-    throw new RangeError(`${className}.setTimesteps: num_inference_steps must be an integer >= 1, got ${String(n)}`);
+    throw new ArgumentError(
+      `${className}.setTimesteps: num_inference_steps must be an integer >= 1 and at most num_train_timesteps: in [1, ${numTrainTimesteps}]; got ${showValue(n)}`,
+    );
+  }
+  if (n > numTrainTimesteps) {
+    throw new ArgumentError(
+      `${className}.setTimesteps: num_inference_steps ${n} cannot be larger than num_train_timesteps ${numTrainTimesteps} ` +
+        `(the model was trained on ${numTrainTimesteps} timesteps); use an integer in [1, ${numTrainTimesteps}]`,
+    );
   }
   return n;
 }
 
-/** Checks `num_inference_steps` against the training steps, with diffusers' message. */
-export function checkNumInferenceSteps(className: string, n: unknown, numTrainTimesteps: number): number {
-  if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
-    throw new RangeError(`${className}.setTimesteps: num_inference_steps must be an integer >= 1, got ${String(n)}`);
+/** Largest training timestep a config may ask for: a bound that keeps the per-timestep tables small (diffusers' models use 1000-4000). */
+export const MAX_TRAIN_TIMESTEPS = 100_000;
+
+/**
+ * The numbers of a scheduler config, checked when a scheduler is built (before any table is
+ * allocated): num_train_timesteps an integer in [1, MAX_TRAIN_TIMESTEPS], steps_offset an integer in
+ * [0, num_train_timesteps), beta_start / beta_end in [0, 1], every other number finite.
+ */
+export function checkConfigNumbers(className: string, config: Readonly<Config>, own: Readonly<Record<string, unknown>>): void {
+  const where = `${className} config`;
+  const T = checkInteger(where, `"num_train_timesteps"`, config.num_train_timesteps, 1, MAX_TRAIN_TIMESTEPS);
+  if ("steps_offset" in own) checkInteger(where, `"steps_offset"`, config.steps_offset, 0, T - 1);
+  for (const key of ["beta_start", "beta_end"]) if (key in own) checkFinite(where, `"${key}"`, config[key], 0, 1);
+  for (const [key, def] of Object.entries(own)) {
+    // lambda_min_clipped is -inf by default (DPM-Solver), read by parseLambdaMinClipped
+    if (typeof def === "number" && typeof config[key] === "number" && key !== "lambda_min_clipped") checkFinite(where, `"${key}"`, config[key]);
   }
-  if (n > numTrainTimesteps) {
-    throw new RangeError(
-      `${className}.setTimesteps: num_inference_steps ${n} cannot be larger than num_train_timesteps ${numTrainTimesteps} ` +
-        `(the model was trained on ${numTrainTimesteps} timesteps)`,
-    );
+}
+
+/**
+ * A timestep passed to step(): a finite number within the training range [0, T - 1] (or up to the
+ * schedule's first timestep, which a steps_offset may put at T). The multistep solvers look it up
+ * once per schedule and take the last index when it is absent, as diffusers; a NaN or out-of-range
+ * timestep is a caller's mistake, not a position.
+ */
+export function checkStepTimestep(className: string, timestep: Timestep, numTrain: number, schedule: readonly number[]): number {
+  const v = timestepValue(timestep, `${className}.step`);
+  const top = Math.max(numTrain - 1, schedule[0] ?? 0);
+  if (!(Number.isFinite(v) && v >= 0 && v <= top)) {
+    throw argumentError(`${className}.step`, "timestep", `a finite number in [0, ${top}] (a value of scheduler.timesteps)`, v);
   }
-  return n;
+  return v;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
 //     snapshots/<sha>/<path>            relative symlink to ../../blobs/<etag>
 //     .no_exist/<sha>/<path>            empty marker: the file is known to be absent at that commit
 import { copyFile, mkdir, readFile, readdir, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
-import { dirname, join, relative, resolve } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { HubError } from "./errors.js";
 import { COMMIT_HASH, repoFolderName } from "./repo-id.js";
 
 /** Folder of one repo inside the cache. */
@@ -26,20 +27,46 @@ export async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Commit sha a revision points to in the cache: the revision itself if it is a sha, else refs/<revision>. */
+/** refs/<revision>; a revision that would lead outside the refs folder is refused. */
+function refFile(storage: string, revision: string): string {
+  const refs = join(storage, "refs");
+  const file = fsPath(refs, revision);
+  const rel = relative(refs, file);
+  if (rel === "" || rel.split(sep)[0] === ".." || isAbsolute(rel)) {
+    throw new HubError(`Revision "${revision}" leads outside ${refs}; allowed: a branch or tag name, or a 40-hex commit hash.`);
+  }
+  return file;
+}
+
+/**
+ * Commit sha a revision points to in the cache: the revision itself if it is a sha, else refs/<revision>, which
+ * must hold a 40-hex commit (so that snapshots/<commit> stays inside the repo folder).
+ */
 export async function readRef(storage: string, revision: string): Promise<string | null> {
   if (COMMIT_HASH.test(revision)) return revision;
+  const file = refFile(storage, revision);
+  let sha: string;
   try {
-    const sha = (await readFile(fsPath(join(storage, "refs"), revision), "utf8")).trim();
-    return sha === "" ? null : sha;
+    sha = (await readFile(file, "utf8")).trim();
   } catch {
     return null;
   }
+  if (sha === "") return null;
+  if (!COMMIT_HASH.test(sha)) {
+    throw new HubError(
+      `${file} holds ${JSON.stringify(sha.length > 100 ? `${sha.slice(0, 100)}...` : sha)}; allowed: a 40-character ` +
+        `lowercase hex commit hash, as huggingface_hub writes. The cache entry is corrupt: delete ${file} and download again.`,
+    );
+  }
+  return sha;
 }
 
 export async function writeRef(storage: string, revision: string, commit: string): Promise<void> {
   if (revision === commit) return;
-  const ref = fsPath(join(storage, "refs"), revision);
+  if (!COMMIT_HASH.test(commit)) {
+    throw new HubError(`The Hub answered commit ${JSON.stringify(commit)} for revision "${revision}"; allowed: a 40-hex commit hash. Is the endpoint a Hugging Face Hub (check HF_ENDPOINT)?`);
+  }
+  const ref = refFile(storage, revision);
   try {
     if ((await readFile(ref, "utf8")).trim() === commit) return;
   } catch {

@@ -119,6 +119,10 @@ export async function fileMetadata(
         `${url} answered without ${!commit ? "X-Repo-Commit" : "ETag"}: is ${hubUrl} a Hugging Face Hub (check HF_ENDPOINT)?`,
       );
     }
+    // the etag names a file in blobs/: no path separators, no "..", as the Hub's hex ids never have
+    if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(etag)) {
+      throw new HubError(`${url} answered ETag ${JSON.stringify(etag)}; allowed: letters, digits, ".", "_" and "-" (a hex id): is ${hubUrl} a Hugging Face Hub (check HF_ENDPOINT)?`);
+    }
     const size = Number(h.get("x-linked-size") ?? h.get("content-length") ?? NaN);
     return { exists: true, commit, etag, size: Number.isFinite(size) ? size : null };
   }

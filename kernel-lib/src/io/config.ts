@@ -32,6 +32,24 @@ export function readConfigFile(file: string): Config {
 }
 
 /**
+ * A model's config.json must name that model's class: one of another class (a VAE folder given to a UNet) builds the
+ * wrong model, whose weights then fail to load with a list of missing keys (diffusers); said here, up front.
+ * No `_class_name` (transformers configs) is accepted.
+ */
+export function checkConfigClass(file: string, config: Config, className: string): void {
+  const named: unknown = config._class_name;
+  if (named === undefined || named === className) return;
+  if (typeof named !== "string") {
+    throw new ConfigError(`${file}: "_class_name" is ${JSON.stringify(named)}; allowed: a class name string such as "${className}"`);
+  }
+  throw new ConfigError(
+    `${file}: "_class_name" is "${named}", but ${className}.fromPretrained was called; allowed: "${className}". ` +
+      `This folder holds a ${named}: load it with ${named}.fromPretrained, or point ${className}.fromPretrained at the ` +
+      `folder of a ${className} (in a pipeline folder each component has its own subfolder: unet, vae, text_encoder).`,
+  );
+}
+
+/**
  * What a class accepts: default values, plus optional type constraints. A type is a `|`-list of
  * "number" | "integer" | "string" | "boolean" | "array" | "object" | "null"; when absent it is inferred
  * from the default (a null default accepts anything). `required` keys have no default.

@@ -142,6 +142,23 @@ function readFloatInto(fd: number, file: string, name: string, info: TensorInfo,
   }
 }
 
+export const INT32_RANGE = "-2147483648..2147483647";
+
+/**
+ * int64 (as little-endian pairs of int32 words) -> int32, without BigInt on the way: the high word must be the sign
+ * extension of the low one, else `outOfRange(value, index)` is called (it throws).
+ */
+export function int64ToInt32(words: Int32Array, outOfRange: (value: bigint, index: number) => never): Int32Array {
+  const n = words.length >> 1;
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const lo = words[2 * i];
+    if (words[2 * i + 1] !== lo >> 31) outOfRange((BigInt(words[2 * i + 1]) << 32n) | BigInt(lo >>> 0), i);
+    out[i] = lo;
+  }
+  return out;
+}
+
 /** Any tensor as a typed array: floats widened to float32 in place, integers read into their own array then narrowed to int32. */
 function readArray(fd: number, file: string, name: string, info: TensorInfo, dataStart: number): RawTensor["data"] {
   const n = info.shape.reduce((a, b) => a * b, 1);
@@ -162,9 +179,9 @@ function readArray(fd: number, file: string, name: string, info: TensorInfo, dat
     case "U8": case "BOOL": return read(new Uint8Array(n));
     case "I64": {
       const src = read(new BigInt64Array(n));
-      const out = new Int32Array(n);
-      for (let i = 0; i < n; i++) out[i] = Number(src[i]);
-      return out;
+      return int64ToInt32(new Int32Array(src.buffer), (value, i) => {
+        throw new SafetensorsError(file, `tensor "${name}" (I64 ${JSON.stringify(info.shape)}) holds ${value} at element ${i}; allowed: the int32 range ${INT32_RANGE} tfjs supports (values are never wrapped)`);
+      });
     }
     default: throw new SafetensorsError(file, `tensor "${name}" has unsupported dtype ${info.dtype}`);
   }

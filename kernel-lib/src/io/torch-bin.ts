@@ -9,11 +9,13 @@
 //
 // Unpickling here is a small stack machine that never runs anything: globals resolve only to an
 // allow-list of constructors it emulates itself, any other global is refused before anything else happens.
+// What is allocated is bounded by the file: deflated entries by their declared size and a ratio cap (zip bombs),
+// tensors by their storage's bytes (checkAllocations); nesting is walked without recursion.
 import * as fs from "node:fs";
 import * as zlib from "node:zlib";
 import * as tf from "@tensorflow/tfjs";
 import { float16ToFloat32, bfloat16ToFloat32 } from "./float16.js";
-import { rawToTensor, type RawTensor, type SafetensorsDtype } from "./safetensors.js";
+import { INT32_RANGE, int64ToInt32, rawToTensor, type RawTensor, type SafetensorsDtype } from "./safetensors.js";
 
 export class TorchBinError extends Error {
   constructor(file: string, what: string) {
@@ -180,6 +182,25 @@ function dataOffset(fd: number, file: string, fileSize: number, entry: ZipEntry)
   return start;
 }
 
+/**
+ * Zip-bomb guard (Apache POI's rule): a DEFLATE entry may declare at most MAX_INFLATE_RATIO times its compressed size,
+ * entries of up to INFLATE_RATIO_GRACE bytes excepted. torch.save stores every entry uncompressed, so only re-zipped
+ * checkpoints deflate, and real tensors compress far less than 100:1.
+ */
+export const MAX_INFLATE_RATIO = 100;
+export const INFLATE_RATIO_GRACE = 1 << 20;
+
+function checkInflateRatio(file: string, entry: ZipEntry): void {
+  if (entry.size <= INFLATE_RATIO_GRACE || entry.size <= MAX_INFLATE_RATIO * entry.compressedSize) return;
+  const ratio = entry.compressedSize === 0 ? "infinite" : `${Math.round(entry.size / entry.compressedSize)}:1`;
+  throw new TorchBinError(
+    file,
+    `zip entry "${entry.name}" declares ${entry.size} bytes inflated from ${entry.compressedSize} compressed (ratio ${ratio}); ` +
+      `allowed: at most ${MAX_INFLATE_RATIO}:1 for entries over ${INFLATE_RATIO_GRACE} bytes. Refused as a likely zip bomb ` +
+      `(torch.save stores entries uncompressed: re-save the checkpoint with torch.save or convert it to safetensors)`,
+  );
+}
+
 const crc32: ((data: Uint8Array) => number) | undefined = (zlib as { crc32?: (d: Uint8Array) => number }).crc32;
 
 /**
@@ -195,12 +216,17 @@ function readEntry(fd: number, file: string, fileSize: number, entry: ZipEntry):
     out = new Uint8Array(entry.size);
     readInto(fd, file, out, start, `zip entry "${entry.name}"`);
   } else if (entry.method === 8) {
+    checkInflateRatio(file, entry);
     const packed = new Uint8Array(entry.compressedSize);
     readInto(fd, file, packed, start, `zip entry "${entry.name}"`);
     let inflated: Buffer;
     try {
-      inflated = zlib.inflateRawSync(packed);
+      // zlib stops as soon as the output passes the declared size
+      inflated = zlib.inflateRawSync(packed, { maxOutputLength: Math.max(1, entry.size) });
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+        throw new TorchBinError(file, `zip entry "${entry.name}" inflates past the ${entry.size} bytes the zip directory declares for it (allowed: exactly that size); refused before inflating further: the archive is corrupt or a zip bomb`);
+      }
       throw new TorchBinError(file, `zip entry "${entry.name}" does not inflate (${(err as Error).message}): the archive is corrupt`);
     }
     // Own, aligned buffer (small zlib outputs may be slices of a shared pool).
@@ -373,14 +399,7 @@ function unpickle(bytes: Uint8Array, file: string, entry: string, persistentLoad
         const off = int(offset, "storage offset");
         if (shape.length !== strides.length) return fail(`tensor size [${shape}] and stride [${strides}] differ in length`);
         if (off < 0 || shape.some((d) => d < 0) || strides.some((s) => s < 0)) return fail(`tensor with negative size, stride or offset (size [${shape}], stride [${strides}], offset ${off})`);
-        const numel = shape.reduce((a, b) => a * b, 1);
-        if (numel > 2 ** 32) return fail(`tensor of size [${shape}] has ${numel} elements, more than this reader supports`);
-        if (numel > 0) {
-          const last = off + shape.reduce((acc, d, i) => acc + (d - 1) * strides[i], 0);
-          if (last >= storage.numel) {
-            return fail(`tensor (size [${shape}], stride [${strides}], offset ${off}) reaches element ${last} of storage "${storage.key}", which has ${storage.numel}`);
-          }
-        }
+        // bounds against the storage are checked once the tensor has its name (checkBacked)
         return new TensorRef(storage, off, shape, strides);
       }
       case "torch._utils._rebuild_parameter":
@@ -522,19 +541,10 @@ function decodeStorage(file: string, s: Storage, bytes: Uint8Array): Decoded {
     case "I16": return Int32Array.from(new Int16Array(ab, o, n));
     case "I8": return Int32Array.from(new Int8Array(ab, o, n));
     case "U8": case "BOOL": return new Uint8Array(ab, o, n);
-    case "I64": {
-      // int64 -> int32 without BigInt: the high word must be the sign extension of the low one.
-      const w = new Int32Array(ab, o, 2 * n);
-      const out = new Int32Array(n);
-      for (let i = 0; i < n; i++) {
-        const lo = w[2 * i];
-        if (w[2 * i + 1] !== lo >> 31) {
-          throw new TorchBinError(file, `int64 storage "${s.key}" holds ${new BigInt64Array(ab, o + 8 * i, 1)[0]} at element ${i}, outside the int32 range tfjs supports`);
-        }
-        out[i] = lo;
-      }
-      return out;
-    }
+    case "I64":
+      return int64ToInt32(new Int32Array(ab, o, 2 * n), (value, i) => {
+        throw new TorchBinError(file, `int64 storage "${s.key}" holds ${value} at element ${i}, outside the int32 range tfjs supports (${INT32_RANGE}; values are never wrapped)`);
+      });
     default: throw new TorchBinError(file, `storage "${s.key}" has unsupported dtype ${s.dtype}`);
   }
 }
@@ -591,6 +601,88 @@ function isWholeStorage(t: TensorRef, n: number): boolean {
     expect *= t.shape[k];
   }
   return true;
+}
+
+/** How many times its own size the tensors viewing one storage may hold together (tied weights, slices). */
+export const MAX_VIEW_COPIES = 8;
+
+function storageText(s: Storage): string {
+  return `storage "${s.key}" (${s.numel} ${s.dtype} elements, ${s.numel * s.elemBytes} bytes)`;
+}
+
+/**
+ * A tensor must be backed by its storage: at most as many elements as the storage holds, and its last element
+ * (offset + sum of (size - 1) * stride) inside it, as torch checks. Returns the element count.
+ */
+function checkBacked(file: string, name: string, t: TensorRef): number {
+  const n = t.shape.reduce((a, b) => a * b, 1);
+  const s = t.storage;
+  const what = `tensor "${name}" (size [${t.shape}], stride [${t.stride}], offset ${t.offset})`;
+  if (n > s.numel) {
+    throw new TorchBinError(file, `${what} has ${n} elements but its ${storageText(s)} holds ${s.numel}; allowed: at most the storage's elements (a broadcast view such as expand() is not loaded: save tensor.contiguous() instead)`);
+  }
+  if (n > 0) {
+    const last = t.offset + t.shape.reduce((acc, d, i) => acc + (d - 1) * t.stride[i], 0);
+    if (last >= s.numel) {
+      throw new TorchBinError(file, `${what} reaches element ${last} of its ${storageText(s)}; allowed: elements 0..${s.numel - 1}: the file is corrupt`);
+    }
+  }
+  return n;
+}
+
+/**
+ * Bounds every allocation by the storages' bytes: each tensor by its own storage (checkBacked), and all the tensors
+ * that view one storage together by MAX_VIEW_COPIES times it. Returns how many tensors use each storage.
+ */
+function checkAllocations(file: string, refs: [string, TensorRef][]): Map<Storage, number> {
+  const users = new Map<Storage, number>();
+  const viewed = new Map<Storage, number>();
+  for (const [name, t] of refs) {
+    const s = t.storage;
+    const total = (viewed.get(s) ?? 0) + checkBacked(file, name, t);
+    users.set(s, (users.get(s) ?? 0) + 1);
+    viewed.set(s, total);
+    if (total > MAX_VIEW_COPIES * s.numel) {
+      throw new TorchBinError(file, `the ${users.get(s)} tensors up to "${name}" that view ${storageText(s)} hold ${total} elements together; allowed: at most ${MAX_VIEW_COPIES} times the storage (${MAX_VIEW_COPIES * s.numel}). Refused: the pickle references one storage more often than a checkpoint of tied weights and slices does`);
+    }
+  }
+  return users;
+}
+
+/**
+ * The state dict's tensors by name: {name: tensor} and nested dicts of tensors ({"state_dict": {...}} becomes
+ * "state_dict.<name>"). Iterative, so no nesting depth overflows the call stack; a dict shared by several others
+ * counts once per place, and no more names than the pickle has bytes are made (real ones take several bytes each).
+ */
+function flatten(file: string, root: Dict, pickleBytes: number): [string, TensorRef][] {
+  const refs: [string, TensorRef][] = [];
+  const open = new Set<Dict>([root]);
+  const stack: { dict: Dict; prefix: string; items: Iterator<[unknown, unknown]> }[] = [{ dict: root, prefix: "", items: root.map.entries() }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    const next = top.items.next();
+    if (next.done) {
+      open.delete(top.dict);
+      stack.pop();
+      continue;
+    }
+    const [k, v] = next.value;
+    if (typeof k !== "string" && typeof k !== "number") {
+      throw new TorchBinError(file, `data.pkl: a key in the dict at "${top.prefix}" is ${describe(k)}; allowed: strings (tensor names)`);
+    }
+    const name = top.prefix + String(k);
+    if (v instanceof TensorRef) {
+      refs.push([name, v]);
+      if (refs.length > pickleBytes) {
+        throw new TorchBinError(file, `data.pkl (${pickleBytes} bytes) names more than ${pickleBytes} tensors through shared dicts; allowed: at most one per byte of the pickle`);
+      }
+    } else if (v instanceof Dict) {
+      if (open.has(v)) throw new TorchBinError(file, `data.pkl: the dict at "${name}." contains itself`);
+      open.add(v);
+      stack.push({ dict: v, prefix: `${name}.`, items: v.map.entries() });
+    } else throw new TorchBinError(file, `"${name}" in the checkpoint is ${describe(v)}, not a tensor`);
+  }
+  return refs;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -668,29 +760,14 @@ export function readTorchBin(file: string): Map<string, RawTensor> {
       storages.set(key, s);
       return s;
     };
-    const root = unpickle(readEntry(fd, file, fileSize, pkl), file, pkl.name, persistentLoad);
+    const pickle = readEntry(fd, file, fileSize, pkl);
+    const root = unpickle(pickle, file, pkl.name, persistentLoad);
     if (!(root instanceof Dict)) {
       throw new TorchBinError(file, `data.pkl holds ${describe(root)}, not a dict of tensors (a state dict)`);
     }
-    // Flatten: {name: tensor} and nested dicts of tensors ({"state_dict": {...}} becomes "state_dict.<name>").
-    const refs: [string, TensorRef][] = [];
-    const open = new Set<Dict>();
-    const walk = (d: Dict, prefixKey: string) => {
-      if (open.has(d)) throw new TorchBinError(file, `data.pkl: the dict at "${prefixKey}" contains itself`);
-      open.add(d);
-      for (const [k, v] of d.map) {
-        const name = prefixKey + String(k);
-        if (v instanceof TensorRef) refs.push([name, v]);
-        else if (v instanceof Dict) walk(v, `${name}.`);
-        else throw new TorchBinError(file, `"${name}" in the checkpoint is ${describe(v)}, not a tensor`);
-      }
-      open.delete(d);
-    };
-    walk(root, "");
-
+    const refs = flatten(file, root, pickle.length);
+    const users = checkAllocations(file, refs);
     // Read each storage once (straight into its own buffer), decode once, hand out views/copies per tensor.
-    const users = new Map<Storage, number>();
-    for (const [, t] of refs) users.set(t.storage, (users.get(t.storage) ?? 0) + 1);
     const decoded = new Map<Storage, Decoded>();
     const out = new Map<string, RawTensor>();
     for (const [name, t] of refs) {

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { hubFileDownload, tryHubFile, type HubOptions } from "../hub/index.js";
 import { backendReport } from "../runtime/backend.js";
-import { configToJson, readConfigFile, resolveConfig, type Config, type ConfigSpec } from "../io/config.js";
+import { checkConfigClass, configToJson, readConfigFile, resolveConfig, type Config, type ConfigSpec } from "../io/config.js";
 import { readSafetensorsArrays, saveSafetensors, type RawTensor, type SaveDtype } from "../io/safetensors.js";
 import { readTorchBin } from "../io/torch-bin.js";
 import { convertDeprecatedAttentionBlocks } from "./convert-deprecated-attention.js";
@@ -102,7 +102,9 @@ export abstract class ModelMixin extends Module {
   static async fromPretrained<M extends ModelMixin>(this: ModelClass<M>, idOrPath: string, opts: ModelLoadOptions = {}): Promise<M> {
     const { variant, useSafetensors, placement: asked, memoryBudgetBytes, ...hub } = opts;
     await backendReport(); // the fastest backend that loads, unless the caller chose one already
-    const config = readConfigFile(await hubFileDownload(idOrPath, CONFIG_NAME, hub));
+    const configFile = await hubFileDownload(idOrPath, CONFIG_NAME, hub);
+    const config = readConfigFile(configFile);
+    checkConfigClass(configFile, config, this.className);
     const candidates = [
       ...(useSafetensors === false ? [] : [addVariant(this.safetensorsWeightsName ?? SAFETENSORS_WEIGHTS_NAME, variant)]),
       ...(useSafetensors === true ? [] : [addVariant(this.weightsName ?? WEIGHTS_NAME, variant)]),

@@ -9,6 +9,7 @@ import { readTorchBin, zipEndRecords, MAX_INFLATE_RATIO, MAX_VIEW_COPIES } from 
 import { loadSafetensors, readSafetensorsArrays, saveSafetensors } from "../src/io/safetensors.js";
 import { checkConfigClass, ConfigError } from "../src/io/config.js";
 import { UNet2DConditionModel } from "../src/models/unet-2d-condition.js";
+import { loadPipelineComponents } from "../src/pipelines/pipeline-loading.js";
 import { HubError, hubFileDownload } from "../src/hub/index.js";
 import { fixture } from "./helpers.js";
 import { writeTorchBin } from "./torch-bin-writer.js";
@@ -226,6 +227,17 @@ describe("config.json of another class", () => {
     expect(e).toBeInstanceOf(ConfigError);
     expect(e.message).toContain(`${path.join(dir, "config.json")}: "_class_name" is "AutoencoderKL", but UNet2DConditionModel.fromPretrained was called; allowed: "UNet2DConditionModel"`);
     expect(e.message).toContain("load it with AutoencoderKL.fromPretrained");
+  });
+
+  it("a pipeline folder whose unet/config.json says AutoencoderKL is refused before any model is built", async () => {
+    const src = fixture("sd-tiny-pipe");
+    const dir = path.join(tmp, "pipe-vae-as-unet");
+    fs.mkdirSync(path.join(dir, "unet"), { recursive: true });
+    for (const name of ["model_index.json", "vae", "text_encoder", "tokenizer", "scheduler"]) fs.symlinkSync(path.join(src, name), path.join(dir, name));
+    fs.copyFileSync(path.join(src, "vae", "config.json"), path.join(dir, "unet", "config.json"));
+    const e = await rejection(loadPipelineComponents(dir, ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]));
+    expect(e).toBeInstanceOf(ConfigError);
+    expect(e.message).toContain(`${path.join(dir, "unet", "config.json")}: "_class_name" is "AutoencoderKL", but model_index.json lists "unet" as a UNet2DConditionModel; allowed: "UNet2DConditionModel"`);
   });
 
   it("a _class_name that is not a string is refused; a missing one (transformers configs) is accepted", () => {

@@ -36,16 +36,17 @@ export function readConfigFile(file: string): Config {
  * wrong model, whose weights then fail to load with a list of missing keys (diffusers); said here, up front.
  * No `_class_name` (transformers configs) is accepted.
  */
-export function checkConfigClass(file: string, config: Config, className: string): void {
+export function checkConfigClass(file: string, config: Config, className: string, asked = `${className}.fromPretrained was called`): void {
   const named: unknown = config._class_name;
   if (named === undefined || named === className) return;
   if (typeof named !== "string") {
     throw new ConfigError(`${file}: "_class_name" is ${JSON.stringify(named)}; allowed: a class name string such as "${className}"`);
   }
   throw new ConfigError(
-    `${file}: "_class_name" is "${named}", but ${className}.fromPretrained was called; allowed: "${className}". ` +
+    `${file}: "_class_name" is "${named}", but ${asked}; allowed: "${className}". ` +
       `This folder holds a ${named}: load it with ${named}.fromPretrained, or point ${className}.fromPretrained at the ` +
-      `folder of a ${className} (in a pipeline folder each component has its own subfolder: unet, vae, text_encoder).`,
+      `folder of a ${className} (in a pipeline folder each component has its own subfolder, unet, vae, text_encoder, ` +
+      `and model_index.json names the class of each).`,
   );
 }
 

@@ -2,7 +2,7 @@
 // class ({"unet": ["diffusers", "UNet2DModel"], ...}); each component loads from its subfolder.
 import * as fs from "node:fs";
 import { tryHubFile, type HubOptions } from "../hub/index.js";
-import { readConfigFile } from "../io/config.js";
+import { checkConfigClass, readConfigFile } from "../io/config.js";
 import { ModelMixin, type WeightPlacement } from "../models/modeling-utils.js";
 import { memoryBudget, GIB } from "../memory/memory-budget.js";
 import { deviceIsHostMemory, MemoryPlanError } from "../memory/memory-plan.js";
@@ -73,7 +73,10 @@ async function componentSubfolder(idOrPath: string, name: string, file: string, 
 async function weightsBeforeLoading(idOrPath: string, models: [string, { file: string; cls: Loadable }, string | undefined][], opts: LoadOptions): Promise<Record<string, number>> {
   const bytes: Record<string, number> = {};
   for (const [name, { file, cls }, subfolder] of models) {
-    const config = readConfigFile((await tryHubFile(idOrPath, file, { ...opts, subfolder }))!);
+    const configFile = (await tryHubFile(idOrPath, file, { ...opts, subfolder }))!;
+    const config = readConfigFile(configFile);
+    const className = (cls as unknown as { className: string }).className;
+    checkConfigClass(configFile, config, className, `model_index.json lists "${name}" as a ${className}`);
     bytes[name] = 4 * new (cls as unknown as new (c: Record<string, unknown>) => ModelMixin)(config).numParameters();
   }
   if (opts.memory !== "none") return bytes;

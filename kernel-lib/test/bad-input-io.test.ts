@@ -7,7 +7,7 @@ import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { readTorchBin, zipEndRecords, MAX_INFLATE_RATIO, MAX_VIEW_COPIES } from "../src/io/torch-bin.js";
 import { loadSafetensors, readSafetensorsArrays, saveSafetensors } from "../src/io/safetensors.js";
-import { checkConfigClass, ConfigError } from "../src/io/config.js";
+import { checkConfigClass, ConfigError, resolveConfig } from "../src/io/config.js";
 import { UNet2DConditionModel } from "../src/models/unet-2d-condition.js";
 import { loadPipelineComponents } from "../src/pipelines/pipeline-loading.js";
 import { HubError, hubFileDownload } from "../src/hub/index.js";
@@ -238,6 +238,10 @@ describe("config.json of another class", () => {
     const e = await rejection(loadPipelineComponents(dir, ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]));
     expect(e).toBeInstanceOf(ConfigError);
     expect(e.message).toContain(`${path.join(dir, "unet", "config.json")}: "_class_name" is "AutoencoderKL", but model_index.json lists "unet" as a UNet2DConditionModel; allowed: "UNet2DConditionModel"`);
+  });
+
+  it("a config of another class resolved for a model (fromConfig) records the class built, as diffusers", () => {
+    expect(resolveConfig("UNet2DModel", { defaults: { in_channels: 3 } }, { _class_name: "AutoencoderKL", in_channels: 4 })._class_name).toBe("UNet2DModel");
   });
 
   it("a _class_name that is not a string is refused; a missing one (transformers configs) is accepted", () => {

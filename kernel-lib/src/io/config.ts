@@ -119,7 +119,7 @@ export function resolveConfig(
       );
     }
   }
-  out._class_name = (raw._class_name as string | undefined) ?? className;
+  out._class_name = className; // diffusers' from_config: the class built, whatever the source config's class
   if (raw._diffusers_version !== undefined) out._diffusers_version = raw._diffusers_version as string;
   out._use_default_values = usedDefaults.sort();
   return out;

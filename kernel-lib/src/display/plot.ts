@@ -1,9 +1,12 @@
 // Charts for lessons: an interactive plotly.js figure (shown in trusted notebooks and HTML exports)
 // paired with a static PNG of the same data (the only thing untrusted notebooks, e.g. ones executed
-// by CI, keep). The static picture is drawn here as SVG and rasterised with sharp.
+// by CI, GitHub and nbviewer keep). The static picture is drawn here as SVG and rasterised with sharp.
+// Both go in ONE output: its text/html holds the PNG as an <img> that the plotly script replaces when it
+// runs (an untrusted notebook strips the script and keeps the picture), image/png the same PNG for front
+// ends that do not render HTML, and text/plain a one-line summary.
 import * as fs from "node:fs";
 import sharp from "sharp";
-import { displayHtml, displayPng, isNotebook } from "./notebook.js";
+import { displayBundle, isNotebook, type MimeBundle } from "./notebook.js";
 
 export interface Trace {
   x: number[];
@@ -102,8 +105,11 @@ export async function chartPng(traces: Trace[], layout: Layout = {}): Promise<Bu
   return sharp(Buffer.from(chartSvg(traces, layout))).png().toBuffer();
 }
 
-/** plotly.js inlined once per kernel (4.8 MB), then each figure is a div and a newPlot call. */
-function plotlyHtml(traces: Trace[], layout: Layout): string {
+/**
+ * plotly.js inlined once per kernel (4.8 MB), then each figure is a div and a newPlot call. The static
+ * PNG (`png`, base64) sits in the same HTML as an <img>, hidden once plotly has drawn the figure.
+ */
+function plotlyHtml(traces: Trace[], layout: Layout, pngBase64: string): string {
   let html = "";
   if (!plotlyInlined) {
     const src = fs.readFileSync(require.resolve("plotly.js-dist-min"), "utf8");
@@ -112,23 +118,43 @@ function plotlyHtml(traces: Trace[], layout: Layout): string {
   }
   const id = "plt-" + Math.random().toString(36).slice(2);
   const w = layout.width ?? 640, h = layout.height ?? 360;
-  const plLayout = { ...layout, width: w, height: h, margin: { l: 60, r: 20, t: layout.title ? 40 : 10, b: 50 } };
-  html += `<div id="${id}" style="width:${w}px;height:${h}px"></div><script>(function(){
-var draw=function(){window.Plotly.newPlot("${id}",${JSON.stringify(traces.map((t) => ({ type: "scatter", mode: "lines", ...t })))},${JSON.stringify(plLayout)});};
+  // plotly.js 3+ takes titles only as { text } (a bare string is ignored)
+  const titled = (a?: Axis) => (a ? { ...a, title: a.title === undefined ? undefined : { text: a.title } } : undefined);
+  const plLayout = {
+    ...layout, title: layout.title === undefined ? undefined : { text: layout.title }, xaxis: titled(layout.xaxis), yaxis: titled(layout.yaxis),
+    width: w, height: h, margin: { l: 60, r: 20, t: layout.title ? 40 : 10, b: 50 },
+  };
+  const alt = esc(layout.title ?? "chart").replace(/"/g, "&quot;");
+  html += `<div class="kit-chart"><img id="${id}-png" src="data:image/png;base64,${pngBase64}" alt="${alt}" width="${layout.width ?? 640}"/><div id="${id}"></div></div><script>(function(){
+var draw=function(){window.Plotly.newPlot("${id}",${JSON.stringify(traces.map((t) => ({ type: "scatter", mode: "lines", ...t })))},${JSON.stringify(plLayout)}).then(function(){var i=document.getElementById("${id}-png");if(i)i.style.display="none";});};
 if(window.Plotly)draw();else{var n=0,t=setInterval(function(){if(window.Plotly||++n>100){clearInterval(t);if(window.Plotly)draw();}},50);}
 })();</script>`;
   return html;
 }
 
+/** What `plot` sends: the HTML (plotly figure over its PNG) unless `interactive: false`, the PNG, a summary. */
+export async function plotBundle(traces: Trace[], layout: Layout = {}, opts: { interactive?: boolean } = {}): Promise<MimeBundle> {
+  const png = await chartPng(traces, layout);
+  const bundle: MimeBundle = {};
+  if (opts.interactive ?? true) bundle["text/html"] = plotlyHtml(traces, layout, png.toString("base64"));
+  bundle["image/png"] = png;
+  bundle["text/plain"] = chartSummary(traces, layout);
+  return bundle;
+}
+
+function chartSummary(traces: Trace[], layout: Layout): string {
+  const names = traces.map((t) => t.name).filter((n): n is string => !!n);
+  return `[chart${layout.title ? `: ${layout.title}` : ""} — ${traces.length} trace(s)${names.length ? `: ${names.join(", ")}` : ""}]`;
+}
+
 /**
- * Shows a chart in the notebook: the static PNG always, and the interactive plotly figure unless
- * `interactive: false`. Outside a notebook it prints a one-line summary (`chartPng` gives the bytes).
+ * Shows a chart in the notebook as one output: the interactive plotly figure (unless `interactive: false`)
+ * over its static PNG. Outside a notebook it prints a one-line summary (`chartPng` gives the bytes).
  */
 export async function plot(traces: Trace[], layout: Layout = {}, opts: { interactive?: boolean } = {}): Promise<void> {
   if (!isNotebook()) {
     console.log(`[chart${layout.title ? `: ${layout.title}` : ""} — ${traces.length} trace(s)]`);
     return;
   }
-  if (opts.interactive ?? true) displayHtml(plotlyHtml(traces, layout));
-  displayPng(await chartPng(traces, layout));
+  displayBundle(await plotBundle(traces, layout, opts));
 }

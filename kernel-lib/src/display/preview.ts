@@ -4,7 +4,7 @@ import * as tf from "@tensorflow/tfjs";
 import sharp from "sharp";
 import { tensorToRgbBytes, type PixelRange } from "./image.js";
 import { composeGrid, type Cell } from "./compose.js";
-import { isNotebook, newSlot } from "./notebook.js";
+import { displayPng, isNotebook, newSlot } from "./notebook.js";
 
 export interface PreviewOptions {
   every?: number;        // redraw every N steps (and on the last)
@@ -37,6 +37,6 @@ export class LivePreview {
       cells.push({ png, width: width * k, height: height * k, label });
     }
     const caption = `step ${step + 1}${this.opts.total ? "/" + this.opts.total : ""}, t = ${t}`;
-    this.slot.png(await composeGrid(cells, { caption }));
+    displayPng(await composeGrid(cells, { caption }), this.slot, `[x_t and predicted x_0, ${caption}]`);
   }
 }

@@ -34,9 +34,11 @@ export async function showImages(images: tf.Tensor | Array<tf.Tensor | Uint8Arra
   for (const p of list) cells.push(await cellOf(p, opts.range, opts.minSize ?? 128));
   if (!Array.isArray(images) && images instanceof tf.Tensor && list.length > 1) tf.dispose(list as tf.Tensor[]);
   cells.forEach((c, i) => { c.label = opts.labels?.[i]; });
+  const note = `[${cells.length} image${cells.length > 1 ? "s" : ""}${opts.title ? `: ${opts.title}` : ""}${opts.labels ? ` (${opts.labels.join(", ")})` : ""}]`;
   if (!isNotebook()) {
-    console.log(`[${cells.length} image${cells.length > 1 ? "s" : ""}${opts.title ? `: ${opts.title}` : ""}${opts.labels ? ` (${opts.labels.join(", ")})` : ""}]`);
+    console.log(note);
     return;
   }
-  displayPng(await composeGrid(cells, { cols: opts.cols, title: opts.title }));
+  // the PNG, with the note as its plain-text stand-in
+  displayPng(await composeGrid(cells, { cols: opts.cols, title: opts.title }), undefined, note);
 }

@@ -12,6 +12,7 @@ import { readSafetensorsArrays, saveSafetensors, type RawTensor, type SaveDtype 
 import { readTorchBin } from "../io/torch-bin.js";
 import { convertDeprecatedAttentionBlocks } from "./convert-deprecated-attention.js";
 import { Module, type InitMode } from "./module.js";
+import { checkModelConfigNumbers } from "./config-bounds.js";
 
 export const CONFIG_NAME = "config.json";
 export const WEIGHTS_NAME = "diffusion_pytorch_model.bin";
@@ -85,6 +86,7 @@ export abstract class ModelMixin extends Module {
   protected constructor(className: string, spec: ConfigSpec, config: Record<string, unknown>) {
     super();
     this.config = resolveConfig(className, spec, config);
+    checkModelConfigNumbers(className, this.config, spec.defaults); // before any layer is built
   }
 
   /** diffusers' from_config: a model with fresh weights (see FromConfigOptions). */

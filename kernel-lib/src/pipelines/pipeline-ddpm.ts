@@ -8,6 +8,8 @@ import type { DDIMScheduler } from "../schedulers/scheduling-ddim.js";
 import { DiffusionPipelineBase, postprocessImages, type OutputType } from "./pipeline-utils.js";
 import { LivePreview } from "../display/preview.js";
 import { loadPipelineComponents, type LoadOptions } from "./pipeline-loading.js";
+import { checkInteger, MAX_PICTURES_PER_CALL } from "../utils/check-argument.js";
+import { checkDenoiseStep } from "../utils/check-finite.js";
 
 export interface DDPMPipelineCallOptions {
   batchSize?: number;
@@ -55,8 +57,13 @@ export class DDPMPipeline extends DiffusionPipelineBase {
   async generate(opts: DDPMPipelineCallOptions & { outputType: "np" | "tensor" }): Promise<DDPMPipelineOutput<tf.Tensor4D>>;
   async generate(opts?: DDPMPipelineCallOptions): Promise<DDPMPipelineOutput>;
   async generate(opts: DDPMPipelineCallOptions = {}): Promise<DDPMPipelineOutput> {
-    const batchSize = opts.batchSize ?? 1;
-    const steps = opts.numInferenceSteps ?? 1000;
+    // every number checked before any tensor is made (a bad one leaks nothing)
+    const where = "DDPMPipeline.generate";
+    const batchSize = checkInteger(where, "batchSize", opts.batchSize ?? 1, 1, MAX_PICTURES_PER_CALL);
+    const T = this.scheduler.config.num_train_timesteps as number;
+    const steps = checkInteger(where, "numInferenceSteps", opts.numInferenceSteps ?? 1000, 1, T,
+      `The scheduler (${this.scheduler.constructor.name}) knows ${T} training timesteps`);
+    if (opts.previewEvery !== undefined) checkInteger(where, "previewEvery", opts.previewEvery, 0, Number.MAX_SAFE_INTEGER);
     const outputType = opts.outputType ?? "png";
     const cfg = this.unet.config as { in_channels: number; sample_size: number | number[] };
     const [h, w] = Array.isArray(cfg.sample_size) ? cfg.sample_size : [cfg.sample_size, cfg.sample_size];
@@ -64,9 +71,9 @@ export class DDPMPipeline extends DiffusionPipelineBase {
       throw new Error(`generator: a list of ${opts.generator.length} generators was given for batchSize ${batchSize}; pass one per picture or a single Generator`);
     }
     this.planMemoryFor(batchSize);
+    this.scheduler.setTimesteps(steps);
     // diffusers draws the NCHW shape; we draw the same numbers and move channels last.
     let image = tf.tidy(() => tf.transpose(randnTensor([batchSize, cfg.in_channels, h, w], { generator: opts.generator }), [0, 2, 3, 1])) as tf.Tensor4D;
-    this.scheduler.setTimesteps(steps);
     const timesteps = this.scheduler.timesteps;
     const bar = this.progressBar(timesteps.length);
     const preview = opts.previewEvery ? new LivePreview({ every: opts.previewEvery, total: timesteps.length, range: "-1,1" }) : null;
@@ -74,12 +81,20 @@ export class DDPMPipeline extends DiffusionPipelineBase {
       for (let i = 0; i < timesteps.length; i++) {
         const t = timesteps[i];
         const modelOutput = tf.tidy(() => this.unet.forward(image, t).sample);
-        const out = this.scheduler.step(modelOutput, t, image, { generator: opts.generator }); // one or one per picture
-        modelOutput.dispose();
-        image.dispose();
-        image = out.prevSample as tf.Tensor4D;
-        if (preview) await preview.update(i, t, image, out.predOriginalSample);
-        out.predOriginalSample?.dispose();
+        let x0: tf.Tensor | undefined;
+        try {
+          const out = this.scheduler.step(modelOutput, t, image, { generator: opts.generator }); // one or one per picture
+          image.dispose();
+          image = out.prevSample as tf.Tensor4D;
+          x0 = out.predOriginalSample;
+          // NaN / Infinity stops the loop at the step that made it, naming the unet or the scheduler
+          checkDenoiseStep({ where, index: i, total: timesteps.length, timestep: t, scheduler: this.scheduler.constructor.name,
+            modelOutputIs: "noise prediction" }, modelOutput, image);
+          if (preview) await preview.update(i, t, image, x0);
+        } finally {
+          modelOutput.dispose();
+          x0?.dispose();
+        }
         bar.update(i + 1);
         if (opts.callbackOnStepEnd && (await opts.callbackOnStepEnd(i, t, image)) === false) break;
       }

@@ -4,7 +4,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { randnTensor, type Generator } from "../random/generator.js";
 import { StableDiffusionPipeline, type StableDiffusionCallOptions, type StableDiffusionOutput } from "./pipeline-stable-diffusion.js";
-import { checkPictureSize, normalize, toPictureTensor } from "./image-processor.js";
+import { checkPictureRange, checkPictureSize, normalize, toPictureTensor } from "./image-processor.js";
+import { argumentError } from "../utils/check-argument.js";
 
 export interface Img2ImgCallOptions extends Omit<StableDiffusionCallOptions, "height" | "width" | "latents"> {
   /** the starting picture: float [1,H,W,3] in [0,1], PNG/JPEG bytes, or a file path */
@@ -48,27 +49,40 @@ export class StableDiffusionImg2ImgPipeline extends StableDiffusionPipeline {
     });
   }
 
+  /**
+   * Sets the scheduler's n steps and keeps the last n·strength of them (get_timesteps); called before any
+   * tensor is made, so its errors leak nothing.
+   */
+  protected strengthSchedule(n: number, strength: number): { timesteps: number[]; tStart: number } {
+    this.scheduler.setTimesteps(n);
+    const { timesteps, tStart } = img2imgTimesteps(this.scheduler.timesteps, n, strength, this.scheduler.order);
+    if (timesteps.length === 0) {
+      throw argumentError(`${this.constructor.name}.generate`, "strength", "large enough to leave a denoising step", strength,
+        `strength ${strength} with ${n} steps leaves no denoising step; raise strength or numInferenceSteps`);
+    }
+    return { timesteps, tStart };
+  }
+
   override async generate(opts: Img2ImgCallOptions & { outputType: "np" | "tensor" | "latent" }): Promise<StableDiffusionOutput<tf.Tensor4D>>;
   override async generate(opts: Img2ImgCallOptions): Promise<StableDiffusionOutput>;
   override async generate(opts: Img2ImgCallOptions): Promise<StableDiffusionOutput> {
+    const where = `${this.constructor.name}.generate`;
+    this.checkCallOptions(opts);
     const strength = opts.strength ?? 0.8;
-    if (!(strength >= 0 && strength <= 1)) throw new Error(`strength must be in [0, 1]; got ${strength}`);
+    if (typeof strength !== "number" || !(strength >= 0 && strength <= 1)) {
+      throw argumentError(where, "strength", "in [0, 1]", strength, "How far back into the noise: 0 keeps the picture, 1 ignores it");
+    }
+    const { timesteps, tStart } = this.strengthSchedule(opts.numInferenceSteps ?? 50, strength);
     const picture = await toPictureTensor(opts.image);
     try {
       checkPictureSize(picture, this.vaeScaleFactor);
+      checkPictureRange(picture, where);
       const plan = this.memoryCalls(opts, picture.shape[1], picture.shape[2], true);
       this.planMemory(plan.what, plan.calls);
     } catch (e) { picture.dispose(); throw e; }
     const x = normalize(picture);
     picture.dispose();
     const { embeds, batch, doCfg, guidance } = this.prepareText(opts);
-    const n = opts.numInferenceSteps ?? 50;
-    this.scheduler.setTimesteps(n);
-    const { timesteps, tStart } = img2imgTimesteps(this.scheduler.timesteps, n, strength, this.scheduler.order);
-    if (timesteps.length === 0) {
-      tf.dispose([x, embeds]);
-      throw new Error(`strength ${strength} with ${n} steps leaves no denoising step; raise strength or numInferenceSteps`);
-    }
     if (Array.isArray(opts.generator) && opts.generator.length !== batch) {
       tf.dispose([x, embeds]);
       throw new Error(`generator: a list of ${opts.generator.length} generators was given for ${batch} pictures; pass one per picture or a single Generator`);

@@ -4,9 +4,10 @@
 // after every step: z = (1 − m)·q(z_known at the next t) + m·z (RePaint-style mask blending).
 import * as tf from "@tensorflow/tfjs";
 import { randnTensor } from "../random/generator.js";
-import { StableDiffusionImg2ImgPipeline, img2imgTimesteps } from "./pipeline-stable-diffusion-img2img.js";
+import { StableDiffusionImg2ImgPipeline } from "./pipeline-stable-diffusion-img2img.js";
 import type { StableDiffusionCallOptions, StableDiffusionOutput } from "./pipeline-stable-diffusion.js";
-import { binarizeMask, checkPictureSize, normalize, toPictureTensor } from "./image-processor.js";
+import { binarizeMask, checkPictureRange, checkPictureSize, normalize, toPictureTensor } from "./image-processor.js";
+import { argumentError } from "../utils/check-argument.js";
 import { postprocessImages } from "./pipeline-utils.js";
 
 export interface InpaintCallOptions extends Omit<StableDiffusionCallOptions, "height" | "width" | "latents"> {
@@ -31,13 +32,18 @@ export class StableDiffusionInpaintPipeline extends StableDiffusionImg2ImgPipeli
   override async generate(opts: InpaintCallOptions & { outputType: "np" | "tensor" | "latent" }): Promise<StableDiffusionOutput<tf.Tensor4D>>;
   override async generate(opts: InpaintCallOptions): Promise<StableDiffusionOutput>;
   override async generate(opts: InpaintCallOptions): Promise<StableDiffusionOutput> {
+    const where = `${this.constructor.name}.generate`;
+    this.checkCallOptions(opts);
     const strength = opts.strength ?? 1.0;
-    if (!(strength > 0 && strength <= 1)) throw new Error(`strength must be in (0, 1]; got ${strength}`);
+    if (typeof strength !== "number" || !(strength > 0 && strength <= 1)) {
+      throw argumentError(where, "strength", "in (0, 1]", strength, "How far back into the noise inside the mask: 1 repaints from pure noise");
+    }
     const unetChannels = this.unet.config.in_channels as number;
     const latentChannels = this.vae.config.latent_channels as number;
     if (unetChannels !== latentChannels && unetChannels !== 2 * latentChannels + 1) {
       throw new Error(`the UNet takes ${unetChannels} input channels: inpainting needs ${latentChannels} (mask blending) or ${2 * latentChannels + 1} (an inpainting UNet)`);
     }
+    const { timesteps, tStart } = this.strengthSchedule(opts.numInferenceSteps ?? 50, strength);
     // every tensor made here is freed on the way out, also when an argument turns out wrong half-way
     const owned: tf.Tensor[] = [];
     let embeds: tf.Tensor3D | undefined;
@@ -48,6 +54,8 @@ export class StableDiffusionInpaintPipeline extends StableDiffusionImg2ImgPipeli
       const rawMask = await toPictureTensor(opts.maskImage, "maskImage");
       owned.push(rawMask);
       checkPictureSize(picture, this.vaeScaleFactor);
+      checkPictureRange(picture, where);
+      checkPictureRange(rawMask, where, "maskImage");
       const pictureChannels = this.vae.config.in_channels as number;
       if (picture.shape[3] !== pictureChannels) {
         throw new Error(`image must have ${pictureChannels} channels (RGB, NHWC [1, H, W, ${pictureChannels}] in [0, 1]); got shape [${picture.shape}]`);
@@ -67,12 +75,6 @@ export class StableDiffusionInpaintPipeline extends StableDiffusionImg2ImgPipeli
       const text = this.prepareText(opts);
       embeds = text.embeds;
       const { batch, doCfg, guidance } = text;
-      const n = opts.numInferenceSteps ?? 50;
-      this.scheduler.setTimesteps(n);
-      const { timesteps, tStart } = img2imgTimesteps(this.scheduler.timesteps, n, strength, this.scheduler.order);
-      if (timesteps.length === 0) {
-        throw new Error(`strength ${strength} with ${n} steps leaves no denoising step; raise strength or numInferenceSteps`);
-      }
       if (Array.isArray(opts.generator) && opts.generator.length !== batch) {
         throw new Error(`generator: a list of ${opts.generator.length} generators was given for ${batch} pictures; pass one per picture or a single Generator`);
       }
@@ -119,8 +121,12 @@ export class StableDiffusionInpaintPipeline extends StableDiffusionImg2ImgPipeli
       const final = await this.denoise(start, timesteps, cond, opts, { guidance, doCfg, afterStep, extraInput });
       const outputType = opts.outputType ?? "png";
       if (outputType === "latent") return { images: final };
-      let pictures = this.decodeLatents(final);
-      final.dispose();
+      let pictures: tf.Tensor4D;
+      try {
+        pictures = this.decodeLatents(final);
+      } finally {
+        final.dispose();
+      }
       if (opts.keepUnmaskedPixels ?? true) {
         const pasted = tf.tidy(() => tf.add(tf.mul(mask, pictures), tf.mul(tf.sub(1, mask), picture)) as tf.Tensor4D);
         pictures.dispose();

@@ -15,6 +15,8 @@ import { LivePreview } from "../display/preview.js";
 import { LoraLoaderMixin } from "../lora/lora-pipeline.js";
 import { withLoraScale } from "../lora/peft-utils.js";
 import type { PlannedCall } from "../memory/memory-plan.js";
+import { argumentError, checkFinite, checkInteger, checkStringList, MAX_PICTURE_SIDE, MAX_PICTURES_PER_CALL } from "../utils/check-argument.js";
+import { checkDecoded, checkDenoiseStep, checkFiniteTensor } from "../utils/check-finite.js";
 
 export interface StableDiffusionComponents {
   vae: AutoencoderKL;
@@ -220,20 +222,53 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     });
   }
 
-  /** latents / scaling_factor -> VAE -> pictures in [0, 1] (diffusers: (x / 2 + 0.5).clamp(0, 1)). */
+  /**
+   * latents / scaling_factor -> VAE -> pictures in [0, 1] (diffusers: (x / 2 + 0.5).clamp(0, 1)); a NaN or
+   * Infinity the VAE decodes is an error (clamping would hide it as black).
+   */
   decodeLatents(latents: tf.Tensor4D): tf.Tensor4D {
     const scaling = (this.vae.config.scaling_factor as number | undefined) ?? 0.18215;
     return tf.tidy(() => {
       const x = this.vae.decode(tf.div(latents, scaling) as tf.Tensor4D).sample;
+      checkDecoded(`${this.constructor.name}.decodeLatents`, x);
       return tf.clipByValue(tf.add(tf.div(x, 2), 0.5), 0, 1) as tf.Tensor4D;
     });
   }
 
+  /** Height and width: positive multiples of the VAE's scale factor, at most MAX_PICTURE_SIDE. */
   protected checkSize(height: number, width: number): void {
+    const f = this.vaeScaleFactor;
     for (const [name, v] of [["height", height], ["width", width]] as const) {
-      if (!Number.isInteger(v) || v <= 0 || v % 8 !== 0) {
-        throw new Error(`${name} must be a positive multiple of 8 (the VAE divides it by ${this.vaeScaleFactor}); got ${v}. Try ${Math.max(8, Math.round(v / 8) * 8)}.`);
+      if (typeof v !== "number" || !Number.isInteger(v) || v < f || v > MAX_PICTURE_SIDE || v % f !== 0) {
+        const near = Number.isFinite(v) ? Math.min(Math.max(f, Math.round(v / f) * f), MAX_PICTURE_SIDE - (MAX_PICTURE_SIDE % f)) : 512;
+        throw argumentError(`${this.constructor.name}.generate`, name,
+          `a positive multiple of ${f} (the VAE divides it by ${f}), at most ${MAX_PICTURE_SIDE}`, v, `Try ${near}.`);
       }
+    }
+  }
+
+  /**
+   * The numbers and texts of a call, checked before any tensor is made (so a bad one leaks nothing and
+   * the next call works): prompts are strings, counts are integers in range, scales are finite, tensor
+   * arguments hold no NaN / Infinity.
+   */
+  protected checkCallOptions(opts: StableDiffusionCallOptions): void {
+    const where = `${this.constructor.name}.generate`;
+    if (opts.prompt !== undefined) checkStringList(where, "prompt", opts.prompt);
+    if (opts.negativePrompt !== undefined) checkStringList(where, "negativePrompt", opts.negativePrompt);
+    const T = this.scheduler.config.num_train_timesteps as number;
+    if (opts.numInferenceSteps !== undefined) {
+      checkInteger(where, "numInferenceSteps", opts.numInferenceSteps, 1, T, `The scheduler (${this.scheduler.constructor.name}) knows ${T} training timesteps`);
+    }
+    if (opts.guidanceScale !== undefined) checkFinite(where, "guidanceScale", opts.guidanceScale, -Infinity, Infinity, "7.5 is usual; 1 or less turns guidance off");
+    if (opts.numImagesPerPrompt !== undefined) checkInteger(where, "numImagesPerPrompt", opts.numImagesPerPrompt, 1, MAX_PICTURES_PER_CALL);
+    if (opts.eta !== undefined) checkFinite(where, "eta", opts.eta, 0, 1, "DDIM's eta: 0 is deterministic, 1 is DDPM-like");
+    const scale = opts.crossAttentionKwargs?.scale;
+    if (scale !== undefined) checkFinite(where, "crossAttentionKwargs.scale", scale, -Infinity, Infinity, "the LoRA scale: 0 turns LoRA off, 1 is full strength");
+    if (opts.previewEvery !== undefined) checkInteger(where, "previewEvery", opts.previewEvery, 0, Number.MAX_SAFE_INTEGER);
+    for (const name of ["latents", "promptEmbeds", "negativePromptEmbeds"] as const) {
+      const t = opts[name];
+      if (t !== undefined) checkFiniteTensor(where, name, t);
     }
   }
 
@@ -291,11 +326,17 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
       for (let i = 0; i < timesteps.length; i++) {
         const t = timesteps[i];
         const eps = this.predictNoise(latents, t, embeds, guidance, doCfg, opts.crossAttentionKwargs, extraInput);
-        const out = this.scheduler.step(eps, t, latents, stepKwargs);
-        eps.dispose();
-        (out as { predOriginalSample?: tf.Tensor }).predOriginalSample?.dispose();
-        latents.dispose();
-        latents = out.prevSample as tf.Tensor4D;
+        try {
+          const out = this.scheduler.step(eps, t, latents, stepKwargs);
+          (out as { predOriginalSample?: tf.Tensor }).predOriginalSample?.dispose();
+          latents.dispose();
+          latents = out.prevSample as tf.Tensor4D;
+          // NaN / Infinity stops the loop at the step that made it, naming the unet or the scheduler
+          checkDenoiseStep({ where: `${this.constructor.name}.generate`, index: i, total: timesteps.length, timestep: t,
+            scheduler: this.scheduler.constructor.name, modelOutputIs: doCfg ? `noise prediction after classifier-free guidance, guidanceScale ${guidance}` : "noise prediction" }, eps, latents);
+        } finally {
+          eps.dispose();
+        }
         if (afterStep) latents = afterStep(i, latents);
         if (preview && (i % opts.previewEvery! === 0 || i === timesteps.length - 1)) {
           const pic = this.decodeLatents(latents);
@@ -312,6 +353,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
       }
     } catch (e) {
       latents.dispose();
+      this.scheduler.dispose(); // the multistep history of the abandoned loop
       throw e;
     } finally {
       embeds.dispose();
@@ -325,8 +367,12 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
       this.maybeFreeModelHooks();
       return { images: latents };
     }
-    const pictures = this.decodeLatents(latents);
-    latents.dispose();
+    let pictures: tf.Tensor4D;
+    try {
+      pictures = this.decodeLatents(latents);
+    } finally {
+      latents.dispose();
+    }
     this.maybeFreeModelHooks();
     return { images: await postprocessImages(pictures, outputType) };
   }
@@ -338,11 +384,12 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     const sample = this.unet.config.sample_size as number;
     const height = opts.height ?? sample * this.vaeScaleFactor;
     const width = opts.width ?? sample * this.vaeScaleFactor;
+    this.checkCallOptions(opts);
     this.checkSize(height, width);
     const plan = this.memoryCalls(opts, height, width);
     this.planMemory(plan.what, plan.calls);
+    this.scheduler.setTimesteps(opts.numInferenceSteps ?? 50); // before any tensor: its errors leak nothing
     const { embeds, batch, doCfg, guidance } = this.prepareText(opts);
-    this.scheduler.setTimesteps(opts.numInferenceSteps ?? 50);
     let latents: tf.Tensor4D;
     try {
       latents = this.prepareLatents(batch, height, width, opts.generator, opts.latents);

@@ -2,6 +2,13 @@
 // call and the argument, shows what was given and says what is allowed (DESIGN.md "Errors").
 // A bad number must fail here, fast and catchable, not as a wasm abort, a heap OOM or a black picture.
 
+/**
+ * Bounds of a call's sizes, far above what any machine can run, so that a typo (1e9) fails at once with
+ * a clear error instead of a wasm abort or a heap OOM: pictures per call, the side of a picture in pixels.
+ */
+export const MAX_PICTURES_PER_CALL = 1024;
+export const MAX_PICTURE_SIDE = 16384;
+
 /** A public argument out of its allowed range (a RangeError, so `instanceof RangeError` still holds). */
 export class ArgumentError extends RangeError {
   constructor(message: string) {

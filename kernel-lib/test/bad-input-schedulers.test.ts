@@ -130,6 +130,24 @@ describe("step(): the timestep must be finite and within the schedule", () => {
     expectCleanError(() => e.step(x, NaN, x), /timestep NaN is not one of the scheduler's timesteps/);
     x.dispose();
   });
+
+  it("step options: DDIM's eta and Euler's churn must be finite (eta Infinity was a NaN sample)", () => {
+    const x = tf.ones([1, 2, 2, 1]);
+    const ddim = new DDIMScheduler();
+    ddim.setTimesteps(10);
+    for (const bad of [Infinity, NaN, -1]) {
+      expectCleanError(() => ddim.step(x, ddim.timesteps[0], x, { eta: bad }), new RegExp(`DDIMScheduler.step: eta must be a finite number >= 0; got ${bad}`));
+    }
+    const euler = new EulerDiscreteScheduler();
+    euler.setTimesteps(10);
+    const t = euler.timesteps[0];
+    expectCleanError(() => euler.step(x, t, x, { sChurn: NaN }), /EulerDiscreteScheduler.step: sChurn must be a finite number >= 0; got NaN/);
+    expectCleanError(() => euler.step(x, t, x, { sNoise: Infinity }), /sNoise must be a finite number; got Infinity/);
+    expectCleanError(() => euler.step(x, t, x, { sTmax: NaN }), /sTmax must be a number \(not NaN\); got NaN/);
+    const out = euler.step(x, t, x, { sTmax: Infinity });
+    tf.dispose([out.prevSample, out.predOriginalSample]);
+    x.dispose();
+  });
 });
 
 describe("DPM-Solver++ 2M and UniPC at num_inference_steps = num_train_timesteps", () => {

@@ -2,6 +2,7 @@
 // scheduling_ddim.py: the generalised update of eq. 12 with sigma_t(eta) from eq. 16; eta = 0 is
 // deterministic DDIM, eta = 1 matches DDPM's variance. Float32 scalars and tensors, as torch.
 import * as tf from "@tensorflow/tfjs";
+import { checkFinite } from "../utils/check-argument.js";
 import { type Config, type ConfigSpec } from "../io/config.js";
 import {
   type BetaSchedule,
@@ -130,7 +131,7 @@ export class DDIMScheduler extends SchedulerMixin {
       throw new Error(`${name}.step: the number of inference steps is not set; call setTimesteps(n) after creating the scheduler`);
     }
     const eta = options.eta ?? 0;
-    if (typeof eta !== "number" || !(eta >= 0)) throw new RangeError(`${name}.step: eta must be a number >= 0, got ${String(eta)}`);
+    checkFinite(`${name}.step`, "eta", eta, 0, Infinity, "0 is deterministic DDIM, 1 is DDPM-like");
     if (options.noise !== undefined && options.varianceNoise !== undefined) {
       throw new Error(`${name}.step: pass noise or varianceNoise (the same thing), not both`);
     }

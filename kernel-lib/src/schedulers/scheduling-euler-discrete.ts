@@ -8,6 +8,7 @@
 // share: the sigma schedule (float32 as torch, numpy's float64 interp), Karras sigmas, the step
 // index bookkeeping and add_noise (diffusers repeats that code in every class).
 import * as tf from "@tensorflow/tfjs";
+import { checkFinite, checkNumber } from "../utils/check-argument.js";
 import { type Config, type ConfigSpec, oneOf } from "../io/config.js";
 import {
   type BetaSchedule,
@@ -413,10 +414,11 @@ export class EulerDiscreteScheduler extends SigmaDiscreteScheduler {
       );
     }
     checkShape(`${name}.step: modelOutput`, modelOutput, sample.shape);
-    const sChurn = options.sChurn ?? 0;
-    const sTmin = options.sTmin ?? 0;
-    const sTmax = options.sTmax ?? Infinity;
-    const sNoise = options.sNoise ?? 1;
+    const where = `${name}.step`;
+    const sChurn = checkFinite(where, "sChurn", options.sChurn ?? 0, 0);
+    const sTmin = checkNumber(where, "sTmin", options.sTmin ?? 0);
+    const sTmax = checkNumber(where, "sTmax", options.sTmax ?? Infinity);
+    const sNoise = checkFinite(where, "sNoise", options.sNoise ?? 1);
     const sigma = this.currentSigma(timestep);
     const i = this._stepIndex as number;
     const gamma = sTmin <= sigma && sigma <= sTmax ? Math.min(sChurn / (this.sigmas.length - 1), 2 ** 0.5 - 1) : 0;

@@ -44,9 +44,16 @@ export function checkInteger(where: string, name: string, value: unknown, min: n
 /** A finite number in [min, max] (default: any finite number). */
 export function checkFinite(where: string, name: string, value: unknown, min = -Infinity, max = Infinity, hint = ""): number {
   if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) {
-    const range = min === -Infinity && max === Infinity ? "a finite number" : `a finite number in [${min}, ${max}]`;
+    const range = max === Infinity ? (min === -Infinity ? "a finite number" : `a finite number >= ${min}`)
+      : min === -Infinity ? `a finite number <= ${max}` : `a finite number in [${min}, ${max}]`;
     throw argumentError(where, name, range, value, hint);
   }
+  return value;
+}
+
+/** A number that is not NaN (an open bound such as S_tmax may be Infinity). */
+export function checkNumber(where: string, name: string, value: unknown): number {
+  if (typeof value !== "number" || Number.isNaN(value)) throw argumentError(where, name, "a number (not NaN)", value);
   return value;
 }
 

@@ -79,3 +79,6 @@ export * from "./grading/score.js";
 export * from "./grading/report.js";
 export * from "./grading/grade.js";
 export * from "./grading/shapes-prompt.js";
+export { ArgumentError, MAX_PICTURES_PER_CALL, MAX_PICTURE_SIDE } from "./utils/check-argument.js";
+export { NonFiniteError } from "./utils/check-finite.js";
+export * from "./models/config-bounds.js";

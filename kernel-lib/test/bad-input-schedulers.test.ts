@@ -96,6 +96,7 @@ describe("constructor / fromConfig: config numbers bounded before any table is b
     expectCleanError(() => new EulerDiscreteScheduler({ steps_offset: -1 }), /"steps_offset" must be an integer in \[0, 999\]; got -1/);
     expectCleanError(() => new DDPMScheduler({ clip_sample_range: Infinity }), /"clip_sample_range" must be a finite number; got Infinity/);
     expectCleanError(() => DPMSolverMultistepScheduler.fromConfig({ num_train_timesteps: 1000 }, { sample_max_value: NaN }), /"sample_max_value".*got NaN/);
+    expectCleanError(() => new UniPCMultistepScheduler({ solver_order: 1e9 }), /"solver_order" must be an integer in \[1, 16\]; got 1000000000/);
   });
 });
 

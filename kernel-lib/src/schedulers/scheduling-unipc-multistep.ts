@@ -8,6 +8,7 @@
 // final_sigmas_type option. Float32 scalars as torch; the small linear systems are solved in
 // float32 by LU with partial pivoting (LAPACK getrf/getrs, as torch.linalg.solve).
 import * as tf from "@tensorflow/tfjs";
+import { checkInteger } from "../utils/check-argument.js";
 import { type Config, ConfigError, type ConfigSpec, oneOf } from "../io/config.js";
 import {
   type BetaSchedule,
@@ -173,7 +174,8 @@ export class UniPCMultistepScheduler extends IndexedSchedulerMixin {
     super(config);
     const name = UniPCMultistepScheduler.className;
     const c = this.config;
-    if (!(c.solver_order >= 1)) throw new ConfigError(`${name}: config "solver_order" is ${c.solver_order}; it must be an integer >= 1`);
+    // any positive order in diffusers; 2 or 3 in practice: 16 keeps a typo (1e9) from allocating the history
+    checkInteger(`${name} config`, `"solver_order"`, c.solver_order, 1, 16);
     if (c.solver_p !== null && c.solver_p !== undefined) {
       throw new ConfigError(`${name}: config "solver_p" (another scheduler as UniPC's predictor) is not supported; leave it null`);
     }

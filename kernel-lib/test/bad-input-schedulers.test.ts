@@ -110,6 +110,7 @@ describe("step(): the timestep must be finite and within the schedule", () => {
         expectCleanError(() => s.step(x, bad, x), /step: timestep must be a finite number in \[0, 999\]/);
       }
       expect(() => s.step(x, NaN, x)).toThrow(/got NaN/);
+      for (const bad of [5000, NaN, -1]) expectCleanError(() => s.addNoise(x, x, [bad]), /addNoise: timestep .* must be an integer in \[0, 999\]/);
       expect(s.stepIndex).toBeNull();
       const out = s.step(x, s.timesteps[0], x);
       expect(s.stepIndex).toBe(1);

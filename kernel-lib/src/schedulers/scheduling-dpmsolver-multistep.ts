@@ -173,12 +173,13 @@ export function multistepIndexForTimestep(timesteps: readonly number[], t: numbe
 /** Per-batch-item noising with sigmas (the multistep schedulers' add_noise): alpha_t x_0 + sigma_t eps. */
 export function multistepAddNoise(
   className: string,
-  sched: { timesteps: number[]; sigmas: Float32Array; beginIndex: number | null; stepIndex: number | null },
+  sched: { timesteps: number[]; sigmas: Float32Array; beginIndex: number | null; stepIndex: number | null; numTrain: number },
   originalSamples: tf.Tensor,
   noise: tf.Tensor,
   timesteps: number | number[] | tf.Tensor,
 ): tf.Tensor {
-  const ts = timestepList(`${className}.addNoise`, timesteps, Number.MAX_SAFE_INTEGER);
+  // within the training range (or up to a steps_offset past it), as step() checks
+  const ts = timestepList(`${className}.addNoise`, timesteps, Math.max(sched.numTrain, (sched.timesteps[0] ?? 0) + 1));
   let idx: number[];
   if (sched.beginIndex === null) idx = ts.map((t) => multistepIndexForTimestep(sched.timesteps, t));
   else if (sched.stepIndex !== null) idx = ts.map(() => sched.stepIndex as number);
@@ -640,7 +641,7 @@ export class DPMSolverMultistepScheduler extends IndexedSchedulerMixin {
   addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
     return multistepAddNoise(
       DPMSolverMultistepScheduler.className,
-      { timesteps: this.timesteps, sigmas: this.sigmas, beginIndex: this._beginIndex, stepIndex: this._stepIndex },
+      { timesteps: this.timesteps, sigmas: this.sigmas, beginIndex: this._beginIndex, stepIndex: this._stepIndex, numTrain: this.config.num_train_timesteps },
       originalSamples,
       noise,
       timesteps,

@@ -402,7 +402,7 @@ export class UniPCMultistepScheduler extends IndexedSchedulerMixin {
   addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
     return multistepAddNoise(
       UniPCMultistepScheduler.className,
-      { timesteps: this.timesteps, sigmas: this.sigmas, beginIndex: this._beginIndex, stepIndex: this._stepIndex },
+      { timesteps: this.timesteps, sigmas: this.sigmas, beginIndex: this._beginIndex, stepIndex: this._stepIndex, numTrain: this.config.num_train_timesteps },
       originalSamples,
       noise,
       timesteps,

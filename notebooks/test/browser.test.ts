@@ -86,7 +86,7 @@ for (const [folder, names] of [["notebooks", lessons], ["solutions", solutions]]
           const rel = path.join(view, folder, nb);
           serveCopy(server!, executed, rel, trusted);
           const r = await checkNotebookPage(browser!, server!, rel, executed, trusted, shot(view));
-          console.log(`${folder}/${nb} (${view}): ${summary(r)}${r.consoleErrors.length ? `; console errors: ${r.consoleErrors.slice(0, 3).join(" | ")}` : ""}`);
+          console.log(`${folder}/${nb} (${view}): ${summary(r)}${r.consoleErrors.length ? `; ${r.consoleErrors.length} console message(s) at error level` : ""}`);
           expectClean(r, `${folder}/${nb} in Jupyter Notebook (${view})`);
         }, LONG);
       }

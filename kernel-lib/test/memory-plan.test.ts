@@ -15,7 +15,7 @@ import { getKeepPackedWeights, setKeepPackedWeights } from "../src/models/layers
 import { estimatePlan, chooseMemoryPlan, MemoryPlanError, memoryPlanLog, planComponents } from "../src/memory/memory-plan.js";
 import { setMemoryBudget, memoryBudget, parseBytes } from "../src/memory/memory-budget.js";
 import { getOffloadMode, hasModelOffload, removeModelOffload } from "../src/memory/offload.js";
-import { getAttentionSlices } from "../src/memory/attention-slicing.js";
+import { getAttentionSlices } from "../src/models/attention-slicing.js";
 import { measureMemory } from "../src/memory/memory-report.js";
 import "../src/memory/model-memory.js"; // the load policy, as importing "kernel-lib" installs it
 import { Generator } from "../src/random/generator.js";

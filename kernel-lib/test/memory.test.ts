@@ -7,7 +7,7 @@ import { StableDiffusionPipeline } from "../src/pipelines/pipeline-stable-diffus
 import { DiffusionPipeline } from "../src/pipelines/diffusion-pipeline.js";
 import { Linear } from "../src/models/layers.js";
 import { Parameter } from "../src/models/module.js";
-import { attentionLayers, getAttentionSlices, setAttentionSlice } from "../src/memory/attention-slicing.js";
+import { attentionLayers, getAttentionSlices, setAttentionSlice } from "../src/models/attention-slicing.js";
 import { addForwardHook, hasForwardHook } from "../src/memory/hooks.js";
 import { cpuOffload, cpuOffloadWithHook, getOffloadMode } from "../src/memory/offload.js";
 import { formatBytes, formatMemoryReport, liveTensorBytes, measureMemory, memoryReport } from "../src/memory/memory-report.js";

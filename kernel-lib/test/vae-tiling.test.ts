@@ -15,7 +15,7 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as tf from "@tensorflow/tfjs";
 import { AutoencoderKL } from "../src/models/autoencoder-kl.js";
-import { blendH, blendV, tiledDecode, tiledEncode, type TileableVae } from "../src/memory/vae-tiling.js";
+import { blendH, blendV, tiledDecode, tiledEncode, type TileableVae } from "../src/models/vae-tiling.js";
 import { measureMemory } from "../src/memory/memory-report.js";
 import { Generator } from "../src/random/generator.js";
 import { fixture, compare } from "./helpers.js";

@@ -3,6 +3,7 @@
 // fuse / unfuse, delete, unload. Every LoRA layer of a model shares one scope (the call's scale, on/off).
 import { Module } from "../models/module.js";
 import { Conv2d, Linear } from "../models/layers.js";
+import { setLoraScaleHook } from "../models/modeling-utils.js";
 import type { RawTensor } from "../io/safetensors.js";
 import { LoraLayer, type LoraScope } from "./lora-layer.js";
 
@@ -164,3 +165,6 @@ export function withLoraScale<T>(model: Module, scale: number | undefined | null
     state.scope.callScale = before;
   }
 }
+
+// the UNet's forward scales its LoRA layers through this (models/modeling-utils.ts: applyLoraScale)
+setLoraScaleHook(withLoraScale);

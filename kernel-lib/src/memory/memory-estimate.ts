@@ -2,7 +2,7 @@
 // (what accelerate's infer_auto_device_map counts for weights, plus the activations diffusers' memory docs discuss).
 //   weights:      4 bytes per parameter (float32 on the device), x2 on wasm while XNNPACK keeps packed copies.
 //   attention:    the largest attention layer's maps: scores + probabilities, 2 x pairs x Lq x Lk x 4 bytes, with
-//                 `pairs` the (batch, head) pairs computed at once (all, or the slice size: memory/attention-slicing.ts).
+//                 `pairs` the (batch, head) pairs computed at once (all, or the slice size: models/attention-slicing.ts).
 //                 Lq is the tokens of the layer's level: a UNet's down block i works at 1/2^i of the sample's side.
 //   the rest:     feature maps alive at once: FEATURE_MAPS x the largest map of the call (skip connections, GEGLU's
 //                 8-wide projection, GroupNorm's copies). Calibrated on SD 1.5 at 512 px on wasm (bench/README.md:
@@ -10,7 +10,7 @@
 //                 1.98 GiB): the estimates land within ~10 % above those peaks.
 import type { Module } from "../models/module.js";
 import { Attention } from "../models/attention-processor.js";
-import { attentionLayers, type AttentionSliceSize } from "./attention-slicing.js";
+import { attentionLayers, type AttentionSliceSize } from "../models/attention-slicing.js";
 
 /** One model call of a pipeline call, by its input shapes (NHWC). */
 export type ModelCall =

@@ -12,7 +12,7 @@ import { getKeepPackedWeights, setKeepPackedWeights } from "../models/layers.js"
 import { memoryBudget, packsWeights, type MemoryBudget } from "./memory-budget.js";
 import { activationBytes, largestLayerBytes, weightBytes, type ModelCall } from "./memory-estimate.js";
 import { formatBytes, liveTensorBytes } from "./memory-report.js";
-import { setAttentionSlice, attentionLayers, type AttentionSliceSize } from "./attention-slicing.js";
+import { setAttentionSlice, attentionLayers, type AttentionSliceSize } from "../models/attention-slicing.js";
 import {
   disableCpuOffload, enableModelCpuOffload, enableSequentialCpuOffload, getOffloadMode, hasModelOffload, pipelineModules,
   type OffloadMode,

@@ -16,7 +16,7 @@ import { formatBytes, liveTensorBytes } from "./memory-report.js";
 import { hasModelOffload, setModelOffload } from "./offload.js";
 import { addForwardHook, MODEL_METHODS } from "./hooks.js";
 import { deviceIsHostMemory, MemoryPlanError } from "./memory-plan.js";
-import { attentionLayers, setAttentionSlice } from "./attention-slicing.js";
+import { attentionLayers, setAttentionSlice } from "../models/attention-slicing.js";
 
 /** Every model loaded through fromPretrained, to count the packed copies of their resident weights. */
 const loadedModels = new Set<WeakRef<ModelMixin>>();

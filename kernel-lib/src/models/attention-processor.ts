@@ -138,7 +138,7 @@ export class Attention extends Module {
   readonly queryDim: number;
   private readonly residualConnection: boolean;
   private readonly rescaleOutputFactor: number;
-  /** Attention slicing (memory/attention-slicing.ts): (batch, head) pairs computed at once; null = all of them. */
+  /** Attention slicing (models/attention-slicing.ts): (batch, head) pairs computed at once; null = all of them. */
   sliceSize: number | null = null;
 
   constructor(queryDim: number, o: AttentionOptions = {}) {

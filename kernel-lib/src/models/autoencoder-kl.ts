@@ -10,7 +10,7 @@ import type { Generator } from "../random/generator.js";
 import { ModelMixin } from "./modeling-utils.js";
 import { Conv2d } from "./layers.js";
 import { Decoder, DiagonalGaussianDistribution, Encoder, type Intermediates } from "./vae.js";
-import { tiledDecode, tiledEncode } from "../memory/vae-tiling.js";
+import { tiledDecode, tiledEncode } from "./vae-tiling.js";
 
 export interface AutoencoderKLConfig {
   in_channels: number;
@@ -81,7 +81,7 @@ export class AutoencoderKL extends ModelMixin {
   readonly post_quant_conv: Conv2d;
   /** VAE slicing (diffusers' use_slicing): encode / decode one batch item at a time. */
   useSlicing = false;
-  /** VAE tiling (diffusers' use_tiling): inputs larger than a tile are encoded / decoded by tiles (memory/vae-tiling.ts). */
+  /** VAE tiling (diffusers' use_tiling): inputs larger than a tile are encoded / decoded by tiles (models/vae-tiling.ts). */
   useTiling = false;
   /** Picture side of a tile (diffusers' tile_sample_min_size = config.sample_size). */
   tileSampleMinSize: number;

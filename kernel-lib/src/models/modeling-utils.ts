@@ -52,6 +52,24 @@ export function setModelLoadPolicy(policy: ModelLoadPolicy | null): void {
   loadPolicy = policy;
 }
 
+/**
+ * diffusers' scale_lora_layers / unscale_lora_layers around one call (cross_attention_kwargs={"scale": s}): runs fn
+ * with the model's LoRA layers scaled by s. lora/peft-utils.ts installs it when it loads (a model can only hold LoRA
+ * layers once it has); models know no LoRA manager, and without LoRA the scale has nothing to scale.
+ */
+export type LoraScaleHook = <T>(model: Module, scale: number | undefined | null, fn: () => T) => T;
+
+let loraScaleHook: LoraScaleHook = (_model, _scale, fn) => fn();
+
+export function setLoraScaleHook(hook: LoraScaleHook): void {
+  loraScaleHook = hook;
+}
+
+/** Runs fn under the call's LoRA scale (a UNet's crossAttentionKwargs.scale). */
+export function applyLoraScale<T>(model: Module, scale: number | undefined | null, fn: () => T): T {
+  return loraScaleHook(model, scale, fn);
+}
+
 export interface FromConfigOptions {
   /** "random": weights ~ N(0, 1/fan_in), norms 1 / 0, biases 0; "zeros": every weight 0. Default "random". */
   init?: InitMode;

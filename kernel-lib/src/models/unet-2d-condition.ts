@@ -9,7 +9,7 @@
 // Latents are NHWC [batch, height, width, 4]; text states [batch, 77, cross_attention_dim].
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError, oneOf, type ConfigSpec } from "../io/config.js";
-import { ModelMixin } from "./modeling-utils.js";
+import { applyLoraScale, ModelMixin } from "./modeling-utils.js";
 import { ModuleList } from "./module.js";
 import { Conv2d, GroupNorm, getActivation, type Activation } from "./layers.js";
 import { TimestepEmbedding, Timesteps } from "./embeddings.js";
@@ -18,8 +18,7 @@ import { UNetMidBlock2DCrossAttn, type CrossAttnBlockContext } from "./unet-2d-b
 import { attentionMaskToBias } from "./transformer-2d.js";
 import type { TimestepInput } from "./unet-2d.js";
 import type { TimeEmbeddingNorm } from "./resnet.js";
-import { setAttentionSlice, type AttentionSliceSize } from "../memory/attention-slicing.js";
-import { withLoraScale } from "../lora/peft-utils.js";
+import { setAttentionSlice, type AttentionSliceSize } from "./attention-slicing.js";
 
 export interface UNet2DConditionConfig {
   sample_size: number | [number, number] | null;
@@ -428,8 +427,8 @@ export class UNet2DConditionModel extends ModelMixin {
       if (opts.intermediates) opts.intermediates[key] = tf.keep(t.clone());
     };
 
-    // diffusers: scale_lora_layers(self, cross_attention_kwargs["scale"]) for this call (lora/peft-utils.ts)
-    return withLoraScale(this, opts.crossAttentionKwargs?.scale, () => tf.tidy(() => {
+    // diffusers: scale_lora_layers(self, cross_attention_kwargs["scale"]) for this call (installed by lora/peft-utils.ts)
+    return applyLoraScale(this, opts.crossAttentionKwargs?.scale, () => tf.tidy(() => {
       // 0. masks become additive biases once: (1 - mask) * -10000, [B, 1, L]
       const ctx: CrossAttnBlockContext = {
         temb: null,

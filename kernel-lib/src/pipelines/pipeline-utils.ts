@@ -3,7 +3,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { toImage } from "../display/image.js";
 import { ProgressBar, type ProgressOptions } from "../display/progress.js";
-import type { AttentionSliceSize } from "../memory/attention-slicing.js";
+import type { AttentionSliceSize } from "../models/attention-slicing.js";
 import {
   disableCpuOffload,
   enableModelCpuOffload as modelCpuOffload,
@@ -85,7 +85,7 @@ export abstract class DiffusionPipelineBase {
 
   /**
    * diffusers' enable_attention_slicing on every component that has setAttentionSlice (the UNet): "auto" halves
-   * the heads, "max" computes one (batch, head) pair at a time, a number that many (memory/attention-slicing.ts).
+   * the heads, "max" computes one (batch, head) pair at a time, a number that many (models/attention-slicing.ts).
    */
   enableAttentionSlicing(sliceSize: AttentionSliceSize = "auto"): void {
     this.takeMemoryControl();

@@ -3,8 +3,10 @@
 // UNet's first level has Lq = Lk = 64*64 = 4096 tokens, so 4096^2 * 4 bytes = 64 MiB per map, and with CFG
 // (batch 2) and 8 heads a one-pass attention holds 2 * 16 * 64 MiB = 2 GiB. Slicing computes `sliceSize`
 // (batch, head) pairs at a time (diffusers' SlicedAttnProcessor): the same numbers, 2 * sliceSize maps alive.
-import { Attention } from "../models/attention-processor.js";
-import type { Module } from "../models/module.js";
+// Model code, as in diffusers (a method of the model); the memory layer (memory/memory-plan.ts, the pipeline's
+// enableAttentionSlicing) only chooses the size.
+import { Attention } from "./attention-processor.js";
+import type { Module } from "./module.js";
 
 /**
  * "auto": half the heads of each layer (at least 1); "max": one pair at a time; a number: that many pairs in every

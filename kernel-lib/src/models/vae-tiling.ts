@@ -10,6 +10,7 @@
 //           blended over floor(tile_sample_min_size * overlap) pixels, each cropped to tile_sample_min_size - blend;
 //   encode: the same with the picture and latent sides swapped.
 // Tensors are NHWC: rows are axis 1, columns axis 2.
+// Model code, as in diffusers (methods of AutoencoderKL); the memory layer only switches it (vae.enableTiling()).
 import * as tf from "@tensorflow/tfjs";
 
 /** What tiling needs from the VAE (AutoencoderKL): its tile settings and its per-tile encode / decode. */

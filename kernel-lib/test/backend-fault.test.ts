@@ -97,8 +97,9 @@ describe("a backend fault (simulated)", () => {
   it.skipIf(tf.getBackend() !== "wasm")("an XNNPACK out-of-memory inside an op: that op throws (its output is not returned) with the heap advice", async () => {
     const before = tf.memory().numTensors;
     const x = tf.tensor([1, 2, 3]);
-    const failing = tf.customGrad((t: tf.Tensor) => {
-      const value = tf.add(t, 1); // computed, then "XNNPACK" reports that it failed
+    // tfjs types customGrad's inputs as Tensor | GradSaveFunc (the last one may be `save`); ours is the tensor x
+    const failing = tf.customGrad((t) => {
+      const value = tf.add(t as tf.Tensor, 1); // computed, then "XNNPACK" reports that it failed
       simulateBackendFault(XNN_OOM);
       return { value, gradFunc: (dy: tf.Tensor) => dy };
     });
@@ -182,6 +183,13 @@ describe("a backend fault (simulated)", () => {
 
 interface ChildStep { step: string; [k: string]: unknown }
 
+/** The child's "fault" step: the error the faulting call threw, what the calls after it returned, the fault seen. */
+interface FaultStep extends ChildStep {
+  error: { name: string; message: string } | null;
+  attempts: string[];
+  fault: { kind: string; outOfMemory: boolean };
+}
+
 /** Runs backend-fault-child.ts; resolves with its JSON lines, all its output and the exit code (generous time: the machine may be busy). */
 function runChild(threads: number, mode: "abort" | "xnn"): Promise<{ code: number | null; steps: Record<string, ChildStep>; log: string }> {
   return new Promise((resolve, reject) => {
@@ -216,7 +224,7 @@ describe("a real wasm fault (child processes)", () => {
       expect(steps.backend?.threads, log).toBe(threads);
       // the kit refuses a malloc that failed (tfjs would write the tensor at address 0): nothing lost
       expect(steps.filled?.guard, log).toMatchObject({ name: "BackendOutOfMemoryError", message: expect.stringMatching(/wasm heap is out of memory.*nothing is lost/) });
-      const fault = steps.fault as { error: { name: string; message: string } | null; attempts: string[]; fault: { kind: string; outOfMemory: boolean } };
+      const fault = steps.fault as FaultStep;
       expect(fault.attempts.filter((a) => a.startsWith("WRONG")), log).toEqual([]); // never a silent wrong answer
       expect(fault.error?.name, log).toBe("BackendFaultError");
       expect(fault.error?.message, log).toMatch(/The wasm backend faulted: (the module aborted|XNNPACK failed)/);
@@ -237,7 +245,7 @@ describe("a real wasm fault (child processes)", () => {
       const { code, steps, log } = await runChild(threads, "xnn");
       expect(code, log).toBe(0);
       expect(log).toContain(XNN_OOM); // what the module printed
-      const fault = steps.fault as { error: { name: string; message: string } | null; attempts: string[] };
+      const fault = steps.fault as FaultStep;
       expect(fault.attempts, log).toEqual([]); // the matMul did not return
       expect(fault.error?.name, log).toBe("BackendFaultError");
       expect(fault.error?.message).toContain(`XNNPACK failed in the BatchMatMul kernel: "${XNN_OOM}"`);

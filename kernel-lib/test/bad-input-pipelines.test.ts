@@ -16,6 +16,7 @@ import { CLIPTextModel } from "../src/models/clip-text-model.js";
 import { DDPMScheduler } from "../src/schedulers/scheduling-ddpm.js";
 import { DPMSolverMultistepScheduler } from "../src/schedulers/scheduling-dpmsolver-multistep.js";
 import { readConfigFile } from "../src/io/config.js";
+import type { ModelClass, ModelMixin } from "../src/models/modeling-utils.js";
 import { fixture } from "./helpers.js";
 
 let pipe: StableDiffusionPipeline;
@@ -232,7 +233,8 @@ describe("DDPMPipeline.generate", () => {
 
 describe("model configs: sizes bounded before any layer is built", () => {
   const tiny = (part: string) => readConfigFile(fixture("sd-tiny-pipe", part, "config.json"));
-  const MODELS = [
+  // each class's fromConfig, typed for any model class (a union of the classes has no common `this`)
+  const MODELS: { cls: ModelClass<ModelMixin> & Pick<typeof ModelMixin, "fromConfig">; config: () => Record<string, unknown> }[] = [
     { cls: UNet2DConditionModel, config: () => tiny("unet") },
     { cls: AutoencoderKL, config: () => tiny("vae") },
     { cls: CLIPTextModel, config: () => tiny("text_encoder") },

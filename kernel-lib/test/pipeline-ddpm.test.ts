@@ -96,7 +96,7 @@ describe("DDPMPipeline", () => {
   });
 
   it("DiffusionPipeline.fromPretrained reads model_index.json (the offline dataset folder) and gives the same image", async () => {
-    const p = await DiffusionPipeline.fromPretrained(datasetPipe);
+    const p = await DiffusionPipeline.fromPretrained<DDPMPipeline>(datasetPipe);
     expect(p).toBeInstanceOf(DDPMPipeline);
     p.setProgressBarConfig({ disable: true });
     const { images } = await p.generate({ numInferenceSteps: 10, generator: new Generator().manualSeed(0), outputType: "np" });

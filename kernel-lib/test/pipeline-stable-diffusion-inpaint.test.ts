@@ -28,7 +28,7 @@ let latentMask: tf.Tensor4D; // the same rectangle on the 8x8 latent grid: rows/
 function rectMask(size: number, from: number, to: number): tf.Tensor4D {
   return tf.tidy(() => {
     const r = tf.range(0, size);
-    const inside = tf.logicalAnd(tf.greaterEqual(r, from), tf.less(r, to)).toFloat();
+    const inside = tf.logicalAnd<tf.Tensor1D>(tf.greaterEqual(r, from), tf.less(r, to)).toFloat();
     return tf.reshape(tf.outerProduct(inside, inside), [1, size, size, 1]) as tf.Tensor4D;
   });
 }

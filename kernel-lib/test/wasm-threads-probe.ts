@@ -16,8 +16,8 @@ export async function threadsProbe(): Promise<Record<string, tf.Tensor>> {
     const a = tf.randomNormal([256, 384], 0, 1, "float32", 1);
     const b = tf.randomNormal([384, 320], 0, 1, "float32", 2);
     out.matMul = tf.keep(tf.matMul(a, b));
-    const x = tf.randomNormal([1, 32, 32, 64], 0, 1, "float32", 3);
-    const w = tf.randomNormal([3, 3, 64, 64], 0, 0.1, "float32", 4);
+    const x = tf.randomNormal<tf.Rank.R4>([1, 32, 32, 64], 0, 1, "float32", 3);
+    const w = tf.randomNormal<tf.Rank.R4>([3, 3, 64, 64], 0, 0.1, "float32", 4);
     out.conv2d = tf.keep(tf.conv2d(x, w, 1, "same"));
     out.softmax = tf.keep(tf.softmax(tf.randomNormal([64, 1000], 0, 3, "float32", 5)));
   });

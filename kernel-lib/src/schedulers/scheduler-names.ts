@@ -233,6 +233,5 @@ export function schedulerFromName(
 ): SchedulerMixin {
   const { cls, overrides } = resolveSchedulerName(name);
   const raw = config instanceof SchedulerMixin ? (config.config as Record<string, unknown>) : config;
-  const fromConfig = (cls as unknown as { fromConfig: typeof SchedulerMixin.fromConfig }).fromConfig;
-  return fromConfig.call(cls, raw, { ...overrides, ...extraOverrides });
+  return cls.fromConfig(raw, { ...overrides, ...extraOverrides });
 }

@@ -85,6 +85,8 @@ export interface SchedulerClass<T extends SchedulerMixin = SchedulerMixin> {
   readonly configSpec: ConfigSpec;
   readonly compatibles: readonly string[];
   readonly predictionTypes: readonly string[];
+  /** `Class.from_config(config, **overrides)`: SchedulerMixin's, which every scheduler class inherits. */
+  readonly fromConfig: typeof SchedulerMixin.fromConfig;
 }
 
 const RESOLVED = Symbol("resolvedSchedulerConfig");
@@ -219,14 +221,14 @@ export abstract class SchedulerMixin {
    * folder or a Hub repo and calls fromConfig.
    */
   static async fromPretrained<T extends SchedulerMixin>(
-    this: SchedulerClass<T> & { fromConfig: typeof SchedulerMixin.fromConfig },
+    this: SchedulerClass<T>,
     idOrPath: string,
     options: SchedulerFromPretrainedOptions = {},
   ): Promise<T> {
     const { overrides, ...hubOptions } = options;
     const file = await locateConfigFile(idOrPath, hubOptions);
     const raw = readConfigFile(file);
-    return this.fromConfig(raw, overrides ?? {}) as T;
+    return this.fromConfig(raw, overrides ?? {});
   }
 
   /**

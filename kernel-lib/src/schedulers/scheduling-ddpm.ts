@@ -5,27 +5,19 @@
 import * as tf from "@tensorflow/tfjs";
 import { type Config, type ConfigSpec, ConfigError, oneOf } from "../io/config.js";
 import {
-  type BetaSchedule,
   KarrasDiffusionSchedulers,
-  type NoiseOptions,
   type PredictionType,
+  registerScheduler,
   SchedulerMixin,
   type SchedulerOutputWithOriginal,
-  type Timestep,
-  type TimestepSpacing,
-  addNoiseWithAlphas,
-  alphasFromBetas,
-  channelAxis,
-  checkNumInferenceSteps,
-  checkShape,
-  clipOrThreshold,
-  cumprodF32,
-  integerTimestep,
-  registerScheduler,
-  spacedTimesteps,
-  stepNoise,
-  velocityWithAlphas,
 } from "./scheduling-utils.js";
+import { cumprodF32 } from "./float32.js";
+import { alphasFromBetas, type BetaSchedule } from "./betas.js";
+import { checkNumInferenceSteps, integerTimestep, spacedTimesteps, type Timestep, type TimestepSpacing } from "./timesteps.js";
+import { addNoiseWithAlphas, velocityWithAlphas } from "./add-noise.js";
+import { clipOrThreshold } from "./thresholding.js";
+import { type NoiseOptions, stepNoise } from "./noise.js";
+import { channelAxis, checkShape } from "./sample-layout.js";
 
 const f32 = Math.fround;
 

@@ -9,195 +9,36 @@
 // on setTimesteps, or by dispose()).
 import * as tf from "@tensorflow/tfjs";
 import { type Config, ConfigError, type ConfigSpec, oneOf } from "../io/config.js";
-import { ArgumentError } from "../utils/check-argument.js";
 import {
-  type BetaSchedule,
-  KarrasDiffusionSchedulers,
-  type NoiseOptions,
-  type PredictionType,
   IndexedSchedulerMixin,
-  type SchedulerMixin,
+  KarrasDiffusionSchedulers,
+  type PredictionType,
+  registerScheduler,
   type SchedulerOutput,
-  TIMESTEP_SPACINGS,
-  type Timestep,
-  type TimestepSpacing,
-  alphasFromBetas,
-  channelAxis,
-  checkShape,
+  updateRegisteredConfig,
+} from "./scheduling-utils.js";
+import { cumprodF32, logF32 } from "./float32.js";
+import { npLinspace, roundHalfEven } from "./numpy.js";
+import { alphasFromBetas, type BetaSchedule, MULTISTEP_BETA_SCHEDULES } from "./betas.js";
+import {
   checkNumInferenceSteps,
   checkStepTimestep,
-  cumprodF32,
-  npArange,
-  npLinspace,
-  registerScheduler,
-  roundHalfEven,
-  stepNoise,
-  thresholdSample,
-  timestepList,
+  multistepIndexForTimestep,
+  multistepTimesteps,
+  type Timestep,
+  type TimestepSpacing,
   timestepValue,
-} from "./scheduling-utils.js";
+} from "./timesteps.js";
+import { karrasSigmas, multistepKarrasSchedule, sigmasFromAlphasCumprod, sigmaToAlphaSigmaT, sigmaToT, vpAt, vpTables } from "./sigmas.js";
+import { multistepAddNoise } from "./add-noise.js";
+import { thresholdSample } from "./thresholding.js";
+import { type NoiseOptions, stepNoise } from "./noise.js";
+import { channelAxis, checkShape } from "./sample-layout.js";
+
+// shared helpers under the names this file had for them (its tests import them from here)
+export { karrasSigmas as multistepKarrasSigmas, multistepIndexForTimestep, multistepTimesteps, sigmaToAlphaSigmaT, sigmaToT as multistepSigmaToT };
 
 const f32 = Math.fround;
-
-// ---------------------------------------------------------------------------------------------
-// Helpers shared with the other sigma-based multistep schedulers (UniPC imports them)
-
-/** Beta schedules of the multistep solvers (no "sigmoid"). */
-export const MULTISTEP_BETA_SCHEDULES: readonly BetaSchedule[] = ["linear", "scaled_linear", "squaredcos_cap_v2"];
-
-/** sigma = sqrt((1 - abar) / abar) per train step, float32 as torch. */
-export function trainSigmas(alphasCumprod: Float32Array): Float32Array {
-  const out = new Float32Array(alphasCumprod.length);
-  for (let i = 0; i < out.length; i++) out[i] = Math.sqrt(f32(f32(1 - alphasCumprod[i]) / alphasCumprod[i]));
-  return out;
-}
-
-/** VP parameterisation of a sigma: alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t (float32). */
-export function sigmaToAlphaSigmaT(sigma: number): [number, number] {
-  const a = f32(1 / f32(Math.sqrt(f32(f32(sigma * sigma) + 1))));
-  return [a, f32(sigma * a)];
-}
-
-/** Half-log-SNR lambda = log(alpha_t) - log(sigma_t), float32 (+inf at sigma 0). */
-export function lambdaOf(alphaT: number, sigmaT: number): number {
-  return f32(f32(Math.log(alphaT)) - f32(Math.log(sigmaT)));
-}
-
-/** alpha_t, sigma_t and lambda at a sigma of the inference schedule (VP parameterisation, float32). */
-export function vpAt(sigma: number): { a: number; s: number; l: number } {
-  const [a, s] = sigmaToAlphaSigmaT(sigma);
-  return { a, s, l: lambdaOf(a, s) };
-}
-
-/** sqrt(abar_t), sqrt(1 - abar_t) and lambda_t per train step (float32), the tables DPM-Solver and UniPC keep. */
-export function vpTables(alphasCumprod: Float32Array): { alphaT: Float32Array; sigmaT: Float32Array; lambdaT: Float32Array } {
-  const T = alphasCumprod.length;
-  const alphaT = new Float32Array(T);
-  const sigmaT = new Float32Array(T);
-  const lambdaT = new Float32Array(T);
-  for (let i = 0; i < T; i++) {
-    alphaT[i] = Math.sqrt(alphasCumprod[i]);
-    sigmaT[i] = Math.sqrt(f32(1 - alphasCumprod[i]));
-    lambdaT[i] = lambdaOf(alphaT[i], sigmaT[i]);
-  }
-  return { alphaT, sigmaT, lambdaT };
-}
-
-/**
- * Integer timesteps of the multistep solvers for n steps, largest first (Lin et al. 2023 Table 2):
- *   linspace: round(linspace(0, last-1, n+1)) reversed, minus the final 0;
- *   leading:  arange(n+1) * (last // (n+1)) reversed, minus the final 0, + steps_offset;
- *   trailing: round(arange(start, 0, -T/n)) - 1.
- * A timestep the rounding repeats (500 twice at n = T = 1000, linspace) is kept once: a repeated
- * timestep is a step of length h = 0, and the next multistep update divides by it (diffusers 0.27.2
- * yields NaN there; earlier diffusers dropped repeats with np.unique, as here). Without repeats, as in
- * every schedule diffusers can run, the timesteps are diffusers' own.
- */
-export function multistepTimesteps(
-  className: string,
-  spacing: string,
-  lastTimestep: number,
-  trailingStart: number,
-  numTrainTimesteps: number,
-  n: number,
-  stepsOffset: number,
-): number[] {
-  let out: number[];
-  if (spacing === "linspace") out = npLinspace(0, lastTimestep - 1, n + 1).map(roundHalfEven).reverse().slice(0, n);
-  else if (spacing === "leading") {
-    const ratio = Math.floor(lastTimestep / (n + 1));
-    if (ratio === 0) {
-      throw new ArgumentError(
-        `${className}.setTimesteps: num_inference_steps ${n} leaves no room between timesteps with timestep_spacing "leading" ` +
-          `(${lastTimestep} usable training timesteps); use at most ${lastTimestep - 1} steps, or timestep_spacing "linspace" / "trailing"`,
-      );
-    }
-    out = [];
-    for (let i = n; i >= 1; i--) out.push(i * ratio + stepsOffset);
-  } else if (spacing === "trailing") out = npArange(trailingStart, 0, -(numTrainTimesteps / n)).map((x) => roundHalfEven(x) - 1);
-  else {
-    throw new ConfigError(
-      `${className}: config "timestep_spacing" is ${JSON.stringify(spacing)}; supported: ${TIMESTEP_SPACINGS.map((s) => JSON.stringify(s)).join(", ")}`,
-    );
-  }
-  return out.filter((t, i) => i === 0 || t !== out[i - 1]); // descending, so repeats are neighbours
-}
-
-/**
- * Karras et al. 2022 eq. 5 noise levels (rho = 7): (max^(1/rho) + ramp (min^(1/rho) - max^(1/rho)))^rho,
- * ramp = linspace(0, 1, n), float64 as numpy.
- */
-export function multistepKarrasSigmas(sigmaMin: number, sigmaMax: number, n: number): number[] {
-  const rho = 7.0;
-  const minInv = sigmaMin ** (1 / rho);
-  const maxInv = sigmaMax ** (1 / rho);
-  return npLinspace(0, 1, n).map((r) => (maxInv + r * (minInv - maxInv)) ** rho);
-}
-
-/**
- * Fractional train timestep of `sigma` by linear interpolation in log sigma (diffusers `_sigma_to_t`,
- * with numpy 1.x's float32 arithmetic for the interpolation weight).
- */
-export function multistepSigmaToT(sigma: number, logSigmas: Float32Array): number {
-  const ls = f32(Math.log(Math.max(sigma, 1e-10)));
-  const n = logSigmas.length;
-  let count = 0;
-  for (let i = 0; i < n; i++) if (ls >= logSigmas[i]) count = i + 1;
-  const low = Math.min(Math.max(count - 1, 0), n - 2);
-  const high = low + 1;
-  let w = f32(f32(logSigmas[low] - ls) / f32(logSigmas[low] - logSigmas[high]));
-  w = Math.min(Math.max(w, 0), 1);
-  return f32(1 - w) * low + w * high;
-}
-
-/**
- * Karras et al. 2022 sigmas (eq. 5, rho 7) between the config's `sigma_min` / `sigma_max` when it has
- * such keys (an EDM config, say) or the training sigmas' ends, and the integer timesteps they fall on.
- */
-export function multistepKarrasSchedule(config: Readonly<Config>, train: Float32Array, n: number): { sigmas: number[]; timesteps: number[] } {
-  const logSigmas = train.map((s) => Math.log(s));
-  const lo = typeof config.sigma_min === "number" ? config.sigma_min : train[0];
-  const hi = typeof config.sigma_max === "number" ? config.sigma_max : train[train.length - 1];
-  const sigmas = multistepKarrasSigmas(lo, hi, n);
-  return { sigmas, timesteps: sigmas.map((s) => roundHalfEven(multistepSigmaToT(s, logSigmas))) };
-}
-
-/** diffusers `index_for_timestep`: the second match when the timestep repeats, the last index when absent. */
-export function multistepIndexForTimestep(timesteps: readonly number[], t: number): number {
-  const hits: number[] = [];
-  for (let i = 0; i < timesteps.length && hits.length < 2; i++) if (timesteps[i] === t) hits.push(i);
-  if (hits.length === 0) return timesteps.length - 1;
-  return hits.length > 1 ? hits[1] : hits[0];
-}
-
-/** Per-batch-item noising with sigmas (the multistep schedulers' add_noise): alpha_t x_0 + sigma_t eps. */
-export function multistepAddNoise(
-  className: string,
-  sched: { timesteps: number[]; sigmas: Float32Array; beginIndex: number | null; stepIndex: number | null; numTrain: number },
-  originalSamples: tf.Tensor,
-  noise: tf.Tensor,
-  timesteps: number | number[] | tf.Tensor,
-): tf.Tensor {
-  // within the training range (or up to a steps_offset past it), as step() checks
-  const ts = timestepList(`${className}.addNoise`, timesteps, Math.max(sched.numTrain, (sched.timesteps[0] ?? 0) + 1));
-  let idx: number[];
-  if (sched.beginIndex === null) idx = ts.map((t) => multistepIndexForTimestep(sched.timesteps, t));
-  else if (sched.stepIndex !== null) idx = ts.map(() => sched.stepIndex as number);
-  else idx = ts.map(() => sched.beginIndex as number);
-  const shape = originalSamples.shape;
-  if (idx.length !== 1 && idx.length !== shape[0]) {
-    throw new RangeError(`${className}.addNoise: ${idx.length} timesteps for a batch of ${shape[0]}; pass one per batch item (or one for all)`);
-  }
-  checkShape(`${className}.addNoise: noise`, noise, shape);
-  const as = idx.map((i) => sigmaToAlphaSigmaT(sched.sigmas[i]));
-  const bshape = [idx.length, ...shape.slice(1).map(() => 1)];
-  return tf.tidy(() =>
-    tf.add(
-      tf.mul(tf.tensor(as.map((p) => p[0]), bshape, "float32"), originalSamples),
-      tf.mul(tf.tensor(as.map((p) => p[1]), bshape, "float32"), noise),
-    ),
-  );
-}
 
 /** Reads a `lambda_min_clipped` config value: a number, "-inf"/"inf" strings (Python's float repr), null = -inf. */
 export function parseLambdaMinClipped(className: string, v: unknown): number {
@@ -211,11 +52,6 @@ export function parseLambdaMinClipped(className: string, v: unknown): number {
     if (s !== "" && !Number.isNaN(x)) return x;
   }
   throw new ConfigError(`${className}: config "lambda_min_clipped" is ${JSON.stringify(v)}; expected a number (or "-inf")`);
-}
-
-/** Replaces config values after construction, as diffusers' `register_to_config` does inside `__init__`. */
-export function updateRegisteredConfig(scheduler: SchedulerMixin, updates: Record<string, unknown>): void {
-  (scheduler as unknown as { config: Readonly<Config> }).config = Object.freeze({ ...scheduler.config, ...updates });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -330,7 +166,7 @@ export class DPMSolverMultistepScheduler extends IndexedSchedulerMixin {
     if (c.rescale_betas_zero_snr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24;
     const T = this.alphasCumprod.length;
     ({ alphaT: this.alphaT, sigmaT: this.sigmaT, lambdaT: this.lambdaT } = vpTables(this.alphasCumprod));
-    this.sigmas = trainSigmas(this.alphasCumprod);
+    this.sigmas = sigmasFromAlphasCumprod(this.alphasCumprod);
     this.initNoiseSigma = 1.0;
     this.order = 1;
 
@@ -373,8 +209,8 @@ export class DPMSolverMultistepScheduler extends IndexedSchedulerMixin {
     const last = T - clipped;
     let timesteps: number[];
 
-    const train = trainSigmas(this.alphasCumprod);
-    const logSigmas = train.map((s) => Math.log(s));
+    const train = sigmasFromAlphasCumprod(this.alphasCumprod);
+    const logSigmas = logF32(train);
     let sig: number[];
     if (c.use_karras_sigmas) {
       ({ sigmas: sig, timesteps } = multistepKarrasSchedule(c, train, n));
@@ -383,7 +219,7 @@ export class DPMSolverMultistepScheduler extends IndexedSchedulerMixin {
       const lmin = logSigmas[0];
       const lmax = logSigmas[logSigmas.length - 1];
       sig = npLinspace(0, 1, n).map((r) => Math.exp(lmax + r * (lmin - lmax)));
-      timesteps = sig.map((s) => roundHalfEven(multistepSigmaToT(s, logSigmas)));
+      timesteps = sig.map((s) => roundHalfEven(sigmaToT(s, logSigmas)));
     } else {
       timesteps = multistepTimesteps(name, c.timestep_spacing, last, last, T, n, c.steps_offset);
       sig = timesteps.map((t) => train[Math.min(Math.max(t, 0), train.length - 1)]); // np.interp at integer points

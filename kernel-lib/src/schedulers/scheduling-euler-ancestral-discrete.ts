@@ -5,26 +5,14 @@
 // sigma_up = sigma_next sqrt((sigma^2 - sigma_next^2) / sigma^2).
 import * as tf from "@tensorflow/tfjs";
 import { type Config, type ConfigSpec } from "../io/config.js";
-import {
-  type BetaSchedule,
-  KarrasDiffusionSchedulers,
-  type NoiseOptions,
-  type SchedulerOutputWithOriginal,
-  type Timestep,
-  type TimestepSpacing,
-  alphasFromBetas,
-  checkShape,
-  checkNumInferenceSteps,
-  cumprodF32,
-  registerScheduler,
-  stepNoise,
-} from "./scheduling-utils.js";
-import {
-  SIGMA_BETA_SCHEDULES,
-  SigmaDiscreteScheduler,
-  sigmasFromAlphasCumprod,
-  vPredictionX0,
-} from "./scheduling-euler-discrete.js";
+import { KarrasDiffusionSchedulers, registerScheduler, type SchedulerOutputWithOriginal } from "./scheduling-utils.js";
+import { cumprodF32 } from "./float32.js";
+import { alphasFromBetas, type BetaSchedule } from "./betas.js";
+import { checkNumInferenceSteps, type Timestep, type TimestepSpacing } from "./timesteps.js";
+import { sigmasFromAlphasCumprod } from "./sigmas.js";
+import { type NoiseOptions, stepNoise } from "./noise.js";
+import { checkShape } from "./sample-layout.js";
+import { SIGMA_BETA_SCHEDULES, SigmaDiscreteScheduler, vPredictionX0 } from "./scheduling-euler-discrete.js";
 
 const f32 = Math.fround;
 

@@ -5,124 +5,36 @@
 // 1 / sqrt(sigma^2 + 1).
 //
 // This file also holds what the k-diffusion style schedulers (Euler, Euler ancestral, LMS, Heun)
-// share: the sigma schedule (float32 as torch, numpy's float64 interp), Karras sigmas, the step
-// index bookkeeping and add_noise (diffusers repeats that code in every class).
+// share: their base class (the sigma schedule, the step index bookkeeping and add_noise: diffusers
+// repeats that code in every class); the sigma helpers themselves are in sigmas.ts.
 import * as tf from "@tensorflow/tfjs";
 import { checkFinite, checkNumber } from "../utils/check-argument.js";
 import { type Config, type ConfigSpec, oneOf } from "../io/config.js";
 import {
-  type BetaSchedule,
-  KarrasDiffusionSchedulers,
-  type NoiseOptions,
   IndexedSchedulerMixin,
+  KarrasDiffusionSchedulers,
+  registerScheduler,
   type SchedulerClass,
   type SchedulerOutputWithOriginal,
-  type Timestep,
-  type TimestepSpacing,
-  alphasFromBetas,
-  checkShape,
-  checkNumInferenceSteps,
-  cumprodF32,
-  linspaceF32,
-  npLinspace,
-  registerScheduler,
-  spacedTimesteps,
-  stepNoise,
-  timestepValue,
 } from "./scheduling-utils.js";
+import { cumprodF32, linspaceF32, logF32 } from "./float32.js";
+import { interpOnIndex } from "./numpy.js";
+import { alphasFromBetas, type BetaSchedule } from "./betas.js";
+import { checkNumInferenceSteps, sigmaTimesteps, type Timestep, type TimestepSpacing, timestepValue } from "./timesteps.js";
+import { karrasSigmas, sigmasFromAlphasCumprod, sigmaToT } from "./sigmas.js";
+import { type NoiseOptions, stepNoise } from "./noise.js";
+import { checkShape } from "./sample-layout.js";
+
+// the sigma helpers under the names this file had for them (its tests import them from here)
+export { interpOnIndex, karrasSigmas, logF32, sigmasFromAlphasCumprod, sigmaToT };
 
 const f32 = Math.fround;
 
 // ---------------------------------------------------------------------------------------------
-// Sigma-schedule helpers (shared with the Euler ancestral, LMS and Heun schedulers)
+// Shared with the Euler ancestral, LMS and Heun schedulers
 
 /** Beta schedules the sigma schedulers accept (Heun adds "exp"). */
 export const SIGMA_BETA_SCHEDULES: readonly BetaSchedule[] = ["linear", "scaled_linear", "squaredcos_cap_v2"];
-
-/** sigma_t = sqrt((1 - abar_t) / abar_t) per training step (ascending in t), float32 as torch. */
-export function sigmasFromAlphasCumprod(alphasCumprod: ArrayLike<number>): Float32Array {
-  const out = new Float32Array(alphasCumprod.length);
-  for (let i = 0; i < out.length; i++) {
-    const a = alphasCumprod[i];
-    out[i] = Math.sqrt(f32(f32(1 - a) / a));
-  }
-  return out;
-}
-
-/** `np.log` of a float32 array (float32 result). */
-export function logF32(x: ArrayLike<number>): Float32Array {
-  const out = new Float32Array(x.length);
-  for (let i = 0; i < x.length; i++) out[i] = Math.log(x[i]);
-  return out;
-}
-
-/**
- * `np.interp(x, arange(len(fp)), fp)` in float64, numpy's own formula: exact grid points give
- * fp[j], otherwise slope * (x - j) + fp[j]; values outside [0, len-1] are clamped to the ends.
- */
-export function interpOnIndex(x: ArrayLike<number>, fp: ArrayLike<number>): Float64Array {
-  const n = fp.length;
-  const out = new Float64Array(x.length);
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    if (Number.isNaN(v)) out[i] = v;
-    else if (n === 1 || v <= 0) out[i] = fp[0];
-    else if (v >= n - 1) out[i] = fp[n - 1];
-    else {
-      const j = Math.floor(v);
-      out[i] = j === v ? fp[j] : (fp[j + 1] - fp[j]) * (v - j) + fp[j];
-    }
-  }
-  return out;
-}
-
-/**
- * Inference timesteps (float32 values, largest first) of the sigma schedulers:
- * linspace: np.linspace(0, T-1, n, dtype=float32) reversed (fractional); leading / trailing: the
- * integer spacings of Lin et al. 2023 Table 2 (leading adds steps_offset).
- */
-export function sigmaTimesteps(className: string, spacing: string, numTrain: number, n: number, stepsOffset: number): number[] {
-  if (spacing === "linspace") return npLinspace(0, numTrain - 1, n).map(f32).reverse();
-  return spacedTimesteps(className, spacing, numTrain, n, stepsOffset).map(f32);
-}
-
-/**
- * Karras et al. 2022 eq. 5: sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) -
- * sigma_max^(1/rho)))^rho, rho = 7, in float64 as numpy.
- */
-export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number, rho = 7.0): Float64Array {
-  const ramp = npLinspace(0, 1, n);
-  const minInv = sigmaMin ** (1 / rho);
-  const maxInv = sigmaMax ** (1 / rho);
-  return Float64Array.from(ramp, (r) => (maxInv + r * (minInv - maxInv)) ** rho);
-}
-
-/**
- * `_sigma_to_t`: the fractional training timestep of `sigma`, interpolating log sigma between
- * the two neighbouring training sigmas. Mixed float32 / float64 as numpy 1.24 computes it
- * (float32 log sigmas; the float64 log of sigma meets them as a float32 scalar).
- */
-export function sigmaToT(sigma: number, logSigmas: Float32Array): number {
-  const n = logSigmas.length;
-  const ls = f32(Math.log(Math.max(sigma, 1e-10)));
-  // argmax of cumsum(dists >= 0): the last index with log_sigmas[i] <= log sigma (0 if none)
-  let count = 0;
-  let best = 0;
-  let low = 0;
-  for (let i = 0; i < n; i++) {
-    if (ls >= logSigmas[i]) count++;
-    if (count > best) {
-      best = count;
-      low = i;
-    }
-  }
-  low = Math.min(low, n - 2);
-  const lo = logSigmas[low];
-  const hi = logSigmas[low + 1];
-  let w = f32(f32(lo - ls) / f32(lo - hi));
-  w = Math.min(Math.max(w, 0), 1);
-  return f32(1 - w) * low + w * (low + 1);
-}
 
 /** The largest entry of a float array. */
 function maxOf(a: ArrayLike<number>): number {

@@ -6,25 +6,12 @@
 // repeated: t_0, t_1, t_1, t_2, t_2, ... and `step` is called 2N - 1 times for N steps.
 import * as tf from "@tensorflow/tfjs";
 import { type Config, type ConfigSpec } from "../io/config.js";
-import {
-  type BetaSchedule,
-  KarrasDiffusionSchedulers,
-  type PredictionType,
-  type SchedulerOutput,
-  type Timestep,
-  type TimestepSpacing,
-  alphasFromBetas,
-  betasForAlphaBar,
-  checkShape,
-  checkNumInferenceSteps,
-  cumprodF32,
-  registerScheduler,
-} from "./scheduling-utils.js";
-import {
-  SIGMA_BETA_SCHEDULES,
-  SigmaDiscreteScheduler,
-  vPredictionX0,
-} from "./scheduling-euler-discrete.js";
+import { KarrasDiffusionSchedulers, type PredictionType, registerScheduler, type SchedulerOutput } from "./scheduling-utils.js";
+import { cumprodF32 } from "./float32.js";
+import { alphasFromBetas, type BetaSchedule, betasForAlphaBar } from "./betas.js";
+import { checkNumInferenceSteps, type Timestep, type TimestepSpacing } from "./timesteps.js";
+import { checkShape } from "./sample-layout.js";
+import { SIGMA_BETA_SCHEDULES, SigmaDiscreteScheduler, vPredictionX0 } from "./scheduling-euler-discrete.js";
 
 const f32 = Math.fround;
 

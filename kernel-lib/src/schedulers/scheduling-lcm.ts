@@ -8,27 +8,14 @@
 // config's timestep_spacing / steps_offset are not used). Float32 scalars as torch.
 import * as tf from "@tensorflow/tfjs";
 import { type Config, type ConfigSpec } from "../io/config.js";
-import {
-  BETA_SCHEDULES,
-  type BetaSchedule,
-  type NoiseOptions,
-  type PredictionType,
-  IndexedSchedulerMixin,
-  type SchedulerOutput,
-  type Timestep,
-  type TimestepSpacing,
-  addNoiseWithAlphas,
-  alphasFromBetas,
-  checkShape,
-  clipOrThreshold,
-  cumprodF32,
-  checkNumInferenceSteps,
-  integerTimestep,
-  registerScheduler,
-  stepNoise,
-  timestepValue,
-  velocityWithAlphas,
-} from "./scheduling-utils.js";
+import { IndexedSchedulerMixin, type PredictionType, registerScheduler, type SchedulerOutput } from "./scheduling-utils.js";
+import { cumprodF32 } from "./float32.js";
+import { alphasFromBetas, BETA_SCHEDULES, type BetaSchedule } from "./betas.js";
+import { checkNumInferenceSteps, integerTimestep, type Timestep, type TimestepSpacing, timestepValue } from "./timesteps.js";
+import { addNoiseWithAlphas, velocityWithAlphas } from "./add-noise.js";
+import { clipOrThreshold } from "./thresholding.js";
+import { type NoiseOptions, stepNoise } from "./noise.js";
+import { checkShape } from "./sample-layout.js";
 
 const f32 = Math.fround;
 

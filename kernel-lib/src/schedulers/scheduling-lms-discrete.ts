@@ -11,23 +11,16 @@
 import * as tf from "@tensorflow/tfjs";
 import { type Config, type ConfigSpec } from "../io/config.js";
 import {
-  type BetaSchedule,
   KarrasDiffusionSchedulers,
   type PredictionType,
-  type SchedulerOutputWithOriginal,
-  type Timestep,
-  type TimestepSpacing,
-  alphasFromBetas,
-  checkShape,
-  checkNumInferenceSteps,
-  cumprodF32,
   registerScheduler,
+  type SchedulerOutputWithOriginal,
 } from "./scheduling-utils.js";
-import {
-  SIGMA_BETA_SCHEDULES,
-  SigmaDiscreteScheduler,
-  vPredictionX0,
-} from "./scheduling-euler-discrete.js";
+import { cumprodF32 } from "./float32.js";
+import { alphasFromBetas, type BetaSchedule } from "./betas.js";
+import { checkNumInferenceSteps, type Timestep, type TimestepSpacing } from "./timesteps.js";
+import { checkShape } from "./sample-layout.js";
+import { SIGMA_BETA_SCHEDULES, SigmaDiscreteScheduler, vPredictionX0 } from "./scheduling-euler-discrete.js";
 
 /** LMSDiscreteScheduler's config (diffusers' `__init__` arguments, snake_case). */
 export interface LMSDiscreteSchedulerConfig extends Config {

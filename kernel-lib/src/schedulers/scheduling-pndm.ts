@@ -7,22 +7,12 @@
 // the second timestep is evaluated twice, the first time for an improved-Euler step).
 import * as tf from "@tensorflow/tfjs";
 import { type Config, type ConfigSpec } from "../io/config.js";
-import {
-  type BetaSchedule,
-  KarrasDiffusionSchedulers,
-  SchedulerMixin,
-  type SchedulerOutput,
-  type Timestep,
-  type TimestepSpacing,
-  addNoiseWithAlphas,
-  alphasFromBetas,
-  checkNumInferenceSteps,
-  checkShape,
-  cumprodF32,
-  registerScheduler,
-  spacedTimesteps,
-  timestepValue,
-} from "./scheduling-utils.js";
+import { KarrasDiffusionSchedulers, registerScheduler, SchedulerMixin, type SchedulerOutput } from "./scheduling-utils.js";
+import { cumprodF32 } from "./float32.js";
+import { alphasFromBetas, type BetaSchedule } from "./betas.js";
+import { checkNumInferenceSteps, spacedTimesteps, type Timestep, type TimestepSpacing, timestepValue } from "./timesteps.js";
+import { addNoiseWithAlphas } from "./add-noise.js";
+import { checkShape } from "./sample-layout.js";
 
 const f32 = Math.fround;
 

@@ -11,34 +11,28 @@ import * as tf from "@tensorflow/tfjs";
 import { checkInteger } from "../utils/check-argument.js";
 import { type Config, ConfigError, type ConfigSpec, oneOf } from "../io/config.js";
 import {
-  type BetaSchedule,
+  IndexedSchedulerMixin,
   KarrasDiffusionSchedulers,
   type PredictionType,
-  IndexedSchedulerMixin,
+  registerScheduler,
   type SchedulerOutput,
-  type Timestep,
-  type TimestepSpacing,
-  alphasFromBetas,
-  checkShape,
+  updateRegisteredConfig,
+} from "./scheduling-utils.js";
+import { cumprodF32 } from "./float32.js";
+import { alphasFromBetas, type BetaSchedule, MULTISTEP_BETA_SCHEDULES } from "./betas.js";
+import {
   checkNumInferenceSteps,
   checkStepTimestep,
-  cumprodF32,
-  registerScheduler,
-  thresholdSample,
-  timestepValue,
-} from "./scheduling-utils.js";
-import {
-  MULTISTEP_BETA_SCHEDULES,
-  multistepAddNoise,
   multistepIndexForTimestep,
-  multistepKarrasSchedule,
-  vpAt,
-  vpTables,
   multistepTimesteps,
-  updateRegisteredConfig,
-  sigmaToAlphaSigmaT,
-  trainSigmas,
-} from "./scheduling-dpmsolver-multistep.js";
+  type Timestep,
+  type TimestepSpacing,
+  timestepValue,
+} from "./timesteps.js";
+import { multistepKarrasSchedule, sigmasFromAlphasCumprod, sigmaToAlphaSigmaT, vpAt, vpTables } from "./sigmas.js";
+import { multistepAddNoise } from "./add-noise.js";
+import { thresholdSample } from "./thresholding.js";
+import { checkShape } from "./sample-layout.js";
 
 const f32 = Math.fround;
 
@@ -187,7 +181,7 @@ export class UniPCMultistepScheduler extends IndexedSchedulerMixin {
     this.alphasCumprod = cumprodF32(this.alphas);
     const T = this.alphasCumprod.length;
     ({ alphaT: this.alphaT, sigmaT: this.sigmaT, lambdaT: this.lambdaT } = vpTables(this.alphasCumprod));
-    this.sigmas = trainSigmas(this.alphasCumprod);
+    this.sigmas = sigmasFromAlphasCumprod(this.alphasCumprod);
     this.initNoiseSigma = 1.0;
     this.order = 1;
     // diffusers' config migration: DPM-Solver / DEIS solver types run as bh2
@@ -208,7 +202,7 @@ export class UniPCMultistepScheduler extends IndexedSchedulerMixin {
     const T = c.num_train_timesteps;
     const n = checkNumInferenceSteps(name, numInferenceSteps, T);
     let timesteps: number[];
-    const train = trainSigmas(this.alphasCumprod);
+    const train = sigmasFromAlphasCumprod(this.alphasCumprod);
     let sig: number[];
     if (c.use_karras_sigmas) {
       ({ sigmas: sig, timesteps } = multistepKarrasSchedule(c, train, n));

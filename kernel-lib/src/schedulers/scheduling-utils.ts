@@ -1,19 +1,28 @@
-// Shared scheduler machinery, as diffusers' scheduling_utils.py + configuration_utils.py:
-// SchedulerMixin (config resolution, fromConfig / fromPretrained / saveConfig, compatibles),
-// beta schedules reproduced in torch's float32 arithmetic, timestep spacings reproduced in
-// numpy's float64 arithmetic, and helpers every alpha-based scheduler needs (add_noise,
-// get_velocity, dynamic thresholding, layout-aware noise drawing).
-//
-// Layout: samples are NHWC (channels last). Scheduler math is element-wise; the only
-// layout-dependent parts are drawing noise (drawn channels-first as diffusers does, then
-// transposed, so one seed gives diffusers' numbers) and learned-variance channel splits.
+// SchedulerMixin and ConfigMixin, as diffusers' scheduling_utils.py + configuration_utils.py: config resolution,
+// fromConfig / fromPretrained / saveConfig, compatibles, the registry of scheduler classes, and the checks of a
+// scheduler config. The math the schedulers share lives beside it, one concern a file (re-exported here):
+//   float32.ts (torch's float32 arithmetic), numpy.ts (numpy's float64 arithmetic), betas.ts (beta schedules),
+//   timesteps.ts (spacings, timestep checks), sigmas.ts (sigmas, Karras, sigma_to_t, VP alpha/sigma/lambda),
+//   add-noise.ts (add_noise, get_velocity), thresholding.ts (clip / dynamic thresholding), noise.ts (step noise),
+//   sample-layout.ts (channels-last checks).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { type Config, type ConfigSpec, ConfigError, oneOf, readConfigFile, resolveConfig } from "../io/config.js";
-import { type Generator, randnTensor } from "../random/generator.js";
 import { hubFileDownload, tryHubFile, type HubOptions } from "../hub/index.js";
-import { ArgumentError, argumentError, checkFinite, checkInteger, showValue } from "../utils/check-argument.js";
+import { checkFinite, checkInteger } from "../utils/check-argument.js";
+import { type BetaSchedule, betasFromConfig } from "./betas.js";
+import { TIMESTEP_SPACINGS, type Timestep } from "./timesteps.js";
+
+export * from "./float32.js";
+export * from "./numpy.js";
+export * from "./betas.js";
+export * from "./timesteps.js";
+export * from "./sigmas.js";
+export * from "./add-noise.js";
+export * from "./thresholding.js";
+export * from "./noise.js";
+export * from "./sample-layout.js";
 
 export const SCHEDULER_CONFIG_NAME = "scheduler_config.json";
 /** The diffusers version whose behaviour (and saved `_diffusers_version`) we reproduce. */
@@ -50,17 +59,6 @@ export interface SchedulerOutput {
 /** Output of schedulers that also report their x_0 estimate (DDPM, DDIM, PNDM-less ones...). Caller owns both. */
 export interface SchedulerOutputWithOriginal extends SchedulerOutput {
   predOriginalSample: tf.Tensor;
-}
-
-/** A timestep as pipelines pass it: a number (from `scheduler.timesteps`) or a 0-d / 1-element tensor. */
-export type Timestep = number | tf.Tensor;
-
-/** Randomness for stochastic steps: a torch-exact generator (or one per batch item), or the noise itself. */
-export interface NoiseOptions {
-  /** Draws the step noise (NCHW order, transposed to NHWC for rank-4 samples). */
-  generator?: Generator | Generator[];
-  /** The step noise itself, in the sample's own layout (takes the place of the random draw). */
-  noise?: tf.Tensor;
 }
 
 /** Options of `fromPretrained`: the hub options (revision, cacheDir, localFilesOnly, token, ...) plus overrides. */
@@ -426,288 +424,7 @@ async function locateConfigFile(idOrPath: string, options: Omit<SchedulerFromPre
 }
 
 // ---------------------------------------------------------------------------------------------
-// float32 helpers (torch computes schedules in float32)
-
-const f32 = Math.fround;
-const fbuf = new Float32Array(1);
-const ubuf = new Uint32Array(fbuf.buffer);
-
-/** The float32 neighbour of finite float32 `x` in direction `up`. */
-function nextF32(x: number, up: boolean): number {
-  if (x === 0) return up ? 1.401298464324817e-45 : -1.401298464324817e-45;
-  fbuf[0] = x;
-  // positive: bits +1 moves away from zero; negative: the same moves toward -inf
-  if ((x > 0) === up) ubuf[0] += 1;
-  else ubuf[0] -= 1;
-  return fbuf[0];
-}
-
-/**
- * Correctly rounded float32 fused multiply-add a*b + c for float32 a and integer-valued b
- * (a*b is exact in double). torch's AVX2 kernels are compiled with FMA contraction.
- */
-export function fmaF32(a: number, b: number, c: number): number {
-  const p = a * b;
-  const s = p + c;
-  const bb = s - p;
-  const err = p - (s - bb) + (c - bb); // two-sum: s + err == p + c exactly
-  const r = f32(s);
-  if (err === 0 || r === s) return r;
-  const other = nextF32(r, s > r);
-  if (Math.abs(s - r) !== Math.abs(other - s)) return r; // not a tie: double rounding is harmless
-  return err > 0 === other > r ? other : r;
-}
-
-/**
- * `torch.linspace(start, end, steps, dtype=torch.float32)` on CPU (torch 1.13, AVX2 build): step =
- * (end - start) / (steps - 1) in float32; element i = start + step*i for i < steps/2, else
- * end - step*(steps-1-i), each a fused multiply-add; blocks of 8 in the vectorized loop take the
- * first element that way and add j*step (float32) for the others; the tail (< 16) is scalar.
- */
-export function linspaceF32(start: number, end: number, steps: number): Float32Array {
-  const out = new Float32Array(steps);
-  if (steps === 0) return out;
-  const a = f32(start);
-  const b = f32(end);
-  if (steps === 1) {
-    out[0] = a;
-    return out;
-  }
-  const step = f32(f32(b - a) / (steps - 1));
-  const half = Math.floor(steps / 2);
-  const at = (i: number) => (i < half ? fmaF32(step, i, a) : fmaF32(-step, steps - 1 - i, b));
-  let i = 0;
-  for (; i + 16 <= steps; i += 16) {
-    for (const base of [i, i + 8]) {
-      const v0 = at(base);
-      out[base] = v0;
-      for (let j = 1; j < 8; j++) out[base + j] = f32(v0 + f32(j * step));
-    }
-  }
-  for (; i < steps; i++) out[i] = at(i);
-  return out;
-}
-
-/** `torch.cumprod(x, 0)` on CPU for float32: the product accumulates in DOUBLE, rounded only when stored. */
-export function cumprodF32(x: ArrayLike<number>): Float32Array {
-  const out = new Float32Array(x.length);
-  let acc = 1;
-  for (let i = 0; i < x.length; i++) {
-    acc *= x[i];
-    out[i] = acc;
-  }
-  return out;
-}
-
-/** alphas = 1 - betas (float32). */
-export function alphasFromBetas(betas: ArrayLike<number>): Float32Array {
-  const out = new Float32Array(betas.length);
-  for (let i = 0; i < betas.length; i++) out[i] = 1 - betas[i];
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Beta schedules
-
-export type AlphaTransformType = "cosine" | "exp";
-
-/**
- * `betas_for_alpha_bar`: beta_i = min(1 - abar((i+1)/T) / abar(i/T), max_beta) in float64, stored as float32.
- * cosine ("squaredcos_cap_v2", Nichol & Dhariwal 2021 eq. 17): abar(t) = cos((t + 0.008)/1.008 * pi/2)^2;
- * exp: abar(t) = exp(-12 t).
- */
-export function betasForAlphaBar(
-  numDiffusionTimesteps: number,
-  maxBeta = 0.999,
-  alphaTransformType: AlphaTransformType = "cosine",
-): Float32Array {
-  let abar: (t: number) => number;
-  if (alphaTransformType === "cosine") {
-    abar = (t) => {
-      const c = Math.cos(((t + 0.008) / 1.008) * (Math.PI / 2));
-      return c * c;
-    };
-  } else if (alphaTransformType === "exp") {
-    abar = (t) => Math.exp(t * -12.0);
-  } else {
-    throw new ConfigError(`betasForAlphaBar: alpha_transform_type ${JSON.stringify(alphaTransformType)}; supported: "cosine", "exp"`);
-  }
-  const out = new Float32Array(numDiffusionTimesteps);
-  for (let i = 0; i < numDiffusionTimesteps; i++) {
-    const t1 = i / numDiffusionTimesteps;
-    const t2 = (i + 1) / numDiffusionTimesteps;
-    out[i] = Math.min(1 - abar(t2) / abar(t1), maxBeta);
-  }
-  return out;
-}
-
-/** "linear": torch.linspace(beta_start, beta_end, T) in float32 (DDPM, Ho et al. 2020 sec. 4). */
-export function linearBetas(betaStart: number, betaEnd: number, n: number): Float32Array {
-  return linspaceF32(betaStart, betaEnd, n);
-}
-
-/** "scaled_linear" (latent diffusion): torch.linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2 in float32. */
-export function scaledLinearBetas(betaStart: number, betaEnd: number, n: number): Float32Array {
-  const s = linspaceF32(Math.sqrt(betaStart), Math.sqrt(betaEnd), n);
-  for (let i = 0; i < n; i++) s[i] = s[i] * s[i];
-  return s;
-}
-
-/** "sigmoid" (GeoDiff): sigmoid(linspace(-6, 6, T)) * (beta_end - beta_start) + beta_start, float32. */
-export function sigmoidBetas(betaStart: number, betaEnd: number, n: number): Float32Array {
-  const x = linspaceF32(-6, 6, n);
-  const scale = f32(betaEnd - betaStart);
-  const start = f32(betaStart);
-  for (let i = 0; i < n; i++) {
-    const sig = f32(1 / f32(1 + f32(Math.exp(-x[i]))));
-    x[i] = f32(sig * scale) + start;
-  }
-  return x;
-}
-
-/**
- * Zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are
- * Flawed", Algorithm 1), in float32: shift sqrt(alphas_cumprod) so the last is 0, rescale so the
- * first is unchanged, then undo the cumprod.
- */
-export function rescaleZeroTerminalSnr(betas: ArrayLike<number>): Float32Array {
-  const n = betas.length;
-  const sqrtAbar = cumprodF32(alphasFromBetas(betas));
-  for (let i = 0; i < n; i++) sqrtAbar[i] = Math.sqrt(sqrtAbar[i]);
-  const first = sqrtAbar[0];
-  const last = sqrtAbar[n - 1];
-  const scale = f32(first / f32(first - last));
-  const abar = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const v = f32(f32(sqrtAbar[i] - last) * scale);
-    abar[i] = v * v;
-  }
-  const out = new Float32Array(n);
-  out[0] = 1 - abar[0];
-  for (let i = 1; i < n; i++) out[i] = 1 - f32(abar[i] / abar[i - 1]);
-  return out;
-}
-
-/** Every beta_schedule a diffusers scheduler may accept (each class lists its own subset). */
-export const BETA_SCHEDULES = ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"] as const;
-export type BetaSchedule = (typeof BETA_SCHEDULES)[number];
-
-/**
- * The training betas of a config: `trained_betas` when given, else `beta_schedule` (which must be
- * in `allowed`), then `rescale_betas_zero_snr` when set. Float32, as torch.
- */
-export function betasFromConfig(className: string, config: Readonly<Config>, allowed: readonly BetaSchedule[]): Float32Array {
-  const n = config.num_train_timesteps as number;
-  if (!Number.isInteger(n) || n < 1) {
-    throw new ConfigError(`${className}: config "num_train_timesteps" is ${JSON.stringify(n)}; it must be an integer >= 1`);
-  }
-  let betas: Float32Array;
-  const trained = config.trained_betas;
-  if (trained !== null && trained !== undefined) {
-    if (!Array.isArray(trained) || trained.length === 0 || !trained.every((b) => typeof b === "number" && Number.isFinite(b))) {
-      throw new ConfigError(`${className}: config "trained_betas" must be null or a non-empty array of numbers`);
-    }
-    betas = Float32Array.from(trained as number[]);
-  } else {
-    const schedule = config.beta_schedule as BetaSchedule;
-    if (!allowed.includes(schedule)) {
-      throw new ConfigError(
-        `${className}: config "beta_schedule" is ${JSON.stringify(schedule)}; supported: ${allowed.map((a) => JSON.stringify(a)).join(", ")} (or set "trained_betas")`,
-      );
-    }
-    const b0 = config.beta_start as number;
-    const b1 = config.beta_end as number;
-    if (schedule === "linear") betas = linearBetas(b0, b1, n);
-    else if (schedule === "scaled_linear") betas = scaledLinearBetas(b0, b1, n);
-    else if (schedule === "squaredcos_cap_v2") betas = betasForAlphaBar(n);
-    else betas = sigmoidBetas(b0, b1, n);
-  }
-  if (config.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas);
-  return betas;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Timestep spacing (numpy float64 semantics)
-
-export const TIMESTEP_SPACINGS = ["linspace", "leading", "trailing"] as const;
-export type TimestepSpacing = (typeof TIMESTEP_SPACINGS)[number];
-
-/** numpy's round (half to even). */
-export function roundHalfEven(x: number): number {
-  if (Math.abs(x % 1) === 0.5) return 2 * Math.round(x / 2);
-  return Math.round(x);
-}
-
-/** `np.linspace(start, stop, num)` (endpoint=True): i*step + start, last element exactly stop. */
-export function npLinspace(start: number, stop: number, num: number): number[] {
-  const out: number[] = [];
-  const div = num - 1;
-  const step = (stop - start) / div;
-  for (let i = 0; i < num; i++) out.push(div > 0 ? i * step + start : start);
-  if (num > 1) out[num - 1] = stop;
-  return out;
-}
-
-/** `np.arange(start, stop, step)` for floats: length ceil((stop-start)/step), x_i = start + i*((start+step)-start). */
-export function npArange(start: number, stop: number, step: number): number[] {
-  const len = Math.max(0, Math.ceil((stop - start) / step));
-  const out: number[] = [];
-  if (len > 0) out.push(start);
-  if (len > 1) out.push(start + step);
-  const delta = start + step - start;
-  for (let i = 2; i < len; i++) out.push(start + i * delta);
-  return out;
-}
-
-/**
- * Integer inference timesteps, largest first, for the spacings of Lin et al. 2023 Table 2 (as
- * DDPM/DDIM set_timesteps):
- *   linspace: round(linspace(0, T-1, n)) reversed;
- *   leading:  arange(n) * (T // n) reversed, + steps_offset;
- *   trailing: round(arange(T, 0, -T/n)) - 1 (numpy's float arange can give n+1 entries, the last -1:
- *             diffusers 0.27.2 does, and so do we).
- */
-export function spacedTimesteps(
-  className: string,
-  spacing: string,
-  numTrainTimesteps: number,
-  numInferenceSteps: number,
-  stepsOffset: number,
-): number[] {
-  const T = numTrainTimesteps;
-  const n = numInferenceSteps;
-  if (spacing === "linspace") return npLinspace(0, T - 1, n).map(roundHalfEven).reverse();
-  if (spacing === "leading") {
-    const ratio = Math.floor(T / n);
-    const out: number[] = [];
-    for (let i = n - 1; i >= 0; i--) out.push(i * ratio + stepsOffset);
-    return out;
-  }
-  if (spacing === "trailing") return npArange(T, 0, -(T / n)).map((x) => roundHalfEven(x) - 1);
-  throw new ConfigError(
-    `${className}: config "timestep_spacing" is ${JSON.stringify(spacing)}; supported: ${TIMESTEP_SPACINGS.map((s) => JSON.stringify(s)).join(", ")}`,
-  );
-}
-
-/**
- * Checks `num_inference_steps`: an integer in [1, num_train_timesteps], with diffusers' message past
- * the top (DDPM, DDIM and LCM raise there; the kit holds every scheduler to it, so a huge count fails
- * here instead of as an out-of-memory abort while the schedule is built).
- */
-export function checkNumInferenceSteps(className: string, n: unknown, numTrainTimesteps: number): number {
-  if (typeof n !== "number" || !Number.isInteger(n) || n < 1) {
-    throw new ArgumentError(
-      `${className}.setTimesteps: num_inference_steps must be an integer >= 1 and at most num_train_timesteps: in [1, ${numTrainTimesteps}]; got ${showValue(n)}`,
-    );
-  }
-  if (n > numTrainTimesteps) {
-    throw new ArgumentError(
-      `${className}.setTimesteps: num_inference_steps ${n} cannot be larger than num_train_timesteps ${numTrainTimesteps} ` +
-        `(the model was trained on ${numTrainTimesteps} timesteps); use an integer in [1, ${numTrainTimesteps}]`,
-    );
-  }
-  return n;
-}
+// Config checks
 
 /** Largest training timestep a config may ask for: a bound that keeps the per-timestep tables small (diffusers' models use 1000-4000). */
 export const MAX_TRAIN_TIMESTEPS = 100_000;
@@ -728,179 +445,9 @@ export function checkConfigNumbers(className: string, config: Readonly<Config>, 
   }
 }
 
-/**
- * A timestep passed to step(): a finite number within the training range [0, T - 1] (or up to the
- * schedule's first timestep, which a steps_offset may put at T). The multistep solvers look it up
- * once per schedule and take the last index when it is absent, as diffusers; a NaN or out-of-range
- * timestep is a caller's mistake, not a position.
- */
-export function checkStepTimestep(className: string, timestep: Timestep, numTrain: number, schedule: readonly number[]): number {
-  const v = timestepValue(timestep, `${className}.step`);
-  const top = Math.max(numTrain - 1, schedule[0] ?? 0);
-  if (!(Number.isFinite(v) && v >= 0 && v <= top)) {
-    throw argumentError(`${className}.step`, "timestep", `a finite number in [0, ${top}] (a value of scheduler.timesteps)`, v);
-  }
-  return v;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Timestep / tensor helpers
-
-/** A timestep as a plain number (reads a 0-d or 1-element tensor). */
-export function timestepValue(t: Timestep, what = "timestep"): number {
-  if (typeof t === "number") return t;
-  if (t instanceof tf.Tensor) {
-    if (t.size !== 1) throw new RangeError(`${what}: expected a single timestep, got a tensor of shape [${t.shape}]`);
-    return t.dataSync()[0];
-  }
-  throw new TypeError(`${what}: expected a number or a tf.Tensor, got ${String(t)}`);
-}
-
-/** An integer timestep in [0, T): the only kind an alphas_cumprod table can be indexed with. */
-export function integerTimestep(className: string, t: Timestep, numTrain: number): number {
-  const v = timestepValue(t, `${className}.step`);
-  if (!Number.isInteger(v) || v < 0 || v >= numTrain) {
-    throw new RangeError(`${className}.step: timestep ${v} must be an integer in [0, ${numTrain - 1}]`);
-  }
-  return v;
-}
-
-/** Timesteps for add_noise-style calls as integers (a number, an array or a 0/1-d tensor). */
-export function timestepList(className: string, timesteps: number | number[] | tf.Tensor, numTrain: number): number[] {
-  let list: number[];
-  if (typeof timesteps === "number") list = [timesteps];
-  else if (Array.isArray(timesteps)) list = timesteps;
-  else if (timesteps instanceof tf.Tensor) list = Array.from(timesteps.dataSync());
-  else throw new TypeError(`${className}: timesteps must be a number, an array or a tf.Tensor`);
-  for (const t of list) {
-    if (!Number.isInteger(t) || t < 0 || t >= numTrain) {
-      throw new RangeError(`${className}: timestep ${t} must be an integer in [0, ${numTrain - 1}]`);
-    }
-  }
-  return list;
-}
-
-/** Per-batch-item scalars as a [k, 1, ..., 1] tensor broadcasting against a tensor of `rank`. */
-function perItem(className: string, values: number[], shape: number[]): tf.Tensor {
-  if (values.length !== 1 && values.length !== shape[0]) {
-    throw new RangeError(`${className}: ${values.length} timesteps for a batch of ${shape[0]}; pass one per batch item (or one for all)`);
-  }
-  return tf.tensor(values, [values.length, ...shape.slice(1).map(() => 1)], "float32");
-}
-
-/**
- * `add_noise` of alpha-based schedulers (DDPM eq. 4 / closed form of q(x_t | x_0)):
- * x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, one t per batch item. Returns a new tensor.
- */
-export function addNoiseWithAlphas(
-  className: string,
-  alphasCumprod: Float32Array,
-  originalSamples: tf.Tensor,
-  noise: tf.Tensor,
-  timesteps: number | number[] | tf.Tensor,
-): tf.Tensor {
-  const ts = timestepList(`${className}.addNoise`, timesteps, alphasCumprod.length);
-  return tf.tidy(() => {
-    const sa = ts.map((t) => f32(Math.sqrt(alphasCumprod[t])));
-    const s1 = ts.map((t) => f32(Math.sqrt(1 - alphasCumprod[t])));
-    const shape = originalSamples.shape;
-    return tf.add(tf.mul(perItem(className, sa, shape), originalSamples), tf.mul(perItem(className, s1, shape), noise));
-  });
-}
-
-/** `get_velocity` (Salimans & Ho 2022, v-parameterisation): v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0. */
-export function velocityWithAlphas(
-  className: string,
-  alphasCumprod: Float32Array,
-  sample: tf.Tensor,
-  noise: tf.Tensor,
-  timesteps: number | number[] | tf.Tensor,
-): tf.Tensor {
-  const ts = timestepList(`${className}.getVelocity`, timesteps, alphasCumprod.length);
-  return tf.tidy(() => {
-    const sa = ts.map((t) => f32(Math.sqrt(alphasCumprod[t])));
-    const s1 = ts.map((t) => f32(Math.sqrt(1 - alphasCumprod[t])));
-    const shape = sample.shape;
-    return tf.sub(tf.mul(perItem(className, sa, shape), noise), tf.mul(perItem(className, s1, shape), sample));
-  });
-}
-
-/**
- * Dynamic thresholding (Imagen, Saharia et al. 2022, sec. 2.3) as diffusers `_threshold_sample`:
- * per batch item s = quantile(|x0|, ratio) (torch linear interpolation, float32), clamped to
- * [1, sample_max_value]; x0 = clamp(x0, -s, s) / s. Layout-independent (all elements per item).
- */
-export function thresholdSample(sample: tf.Tensor, ratio: number, sampleMaxValue: number): tf.Tensor {
-  const batch = sample.shape[0];
-  const per = sample.size / batch;
-  const data = sample.dataSync();
-  const q = f32(ratio);
-  const rank = f32(q * f32(per - 1));
-  const below = Math.trunc(rank);
-  const above = Math.ceil(rank);
-  const w = f32(rank - below);
-  const s: number[] = [];
-  for (let b = 0; b < batch; b++) {
-    const row = new Float32Array(per);
-    for (let i = 0; i < per; i++) row[i] = Math.abs(data[b * per + i]);
-    row.sort();
-    const lo = row[below];
-    const hi = row[above];
-    const diff = f32(hi - lo);
-    const v = w < 0.5 ? f32(lo + f32(w * diff)) : f32(hi - f32(diff * f32(1 - w)));
-    s.push(Math.min(Math.max(v, 1), f32(sampleMaxValue)));
-  }
-  return tf.tidy(() => {
-    const st = tf.tensor(s, [batch, ...sample.shape.slice(1).map(() => 1)], "float32");
-    return tf.div(tf.minimum(tf.maximum(sample, tf.neg(st)), st), st);
-  });
-}
-
-/**
- * Noise of `shape` (our channels-last layout) drawn as diffusers draws it: channels-first
- * ([N, C, ...spatial]) with `randn_tensor(generator)`, then moved to channels-last. For rank < 3
- * the shape is drawn as is.
- */
-export function randnLikeSample(shape: number[], generator?: Generator | Generator[]): tf.Tensor {
-  if (shape.length < 3) return randnTensor(shape, { generator });
-  const r = shape.length;
-  const cf = [shape[0], shape[r - 1], ...shape.slice(1, r - 1)];
-  return tf.tidy(() => {
-    const x = randnTensor(cf, { generator });
-    const perm = [0, ...Array.from({ length: r - 2 }, (_, i) => i + 2), 1];
-    return tf.transpose(x, perm);
-  });
-}
-
-/**
- * The noise a stochastic step uses: `noise` when given (checked against `shape`, cloned so the
- * caller keeps ownership), else a draw from `generator` (or torch's default generator).
- */
-export function stepNoise(className: string, shape: number[], opts: NoiseOptions): tf.Tensor {
-  if (opts.noise !== undefined) {
-    if (opts.generator !== undefined) {
-      throw new Error(`${className}.step: pass either generator or noise, not both`);
-    }
-    if (!(opts.noise instanceof tf.Tensor) || opts.noise.shape.join() !== shape.join()) {
-      throw new RangeError(
-        `${className}.step: noise must be a tensor of the sample's shape [${shape}], got ${opts.noise instanceof tf.Tensor ? `[${opts.noise.shape}]` : String(opts.noise)}`,
-      );
-    }
-    return opts.noise.clone();
-  }
-  return randnLikeSample(shape, opts.generator);
-}
-
-/** Clip or dynamically threshold a predicted x_0 per the config (DDPM/DDIM step 3/4). Returns a new tensor. */
-export function clipOrThreshold(config: Readonly<Config>, x0: tf.Tensor): tf.Tensor {
-  if (config.thresholding) {
-    return thresholdSample(x0, config.dynamic_thresholding_ratio as number, config.sample_max_value as number);
-  }
-  if (config.clip_sample) {
-    const r = config.clip_sample_range as number;
-    return tf.clipByValue(x0, -r, r);
-  }
-  return x0.clone();
+/** Replaces config values after construction, as diffusers' `register_to_config` does inside `__init__`. */
+export function updateRegisteredConfig(scheduler: SchedulerMixin, updates: Record<string, unknown>): void {
+  (scheduler as unknown as { config: Readonly<Config> }).config = Object.freeze({ ...scheduler.config, ...updates });
 }
 
 /** What a model's output means (diffusers `prediction_type`). */
@@ -912,17 +459,5 @@ export function checkRange(className: string, config: Readonly<Config>, key: str
   const v = config[key] as number;
   if (!(v >= lo && v <= hi)) {
     throw new ConfigError(`${className}: config "${key}" is ${JSON.stringify(v)}; it must be in [${lo}, ${hi}]`);
-  }
-}
-
-/** The channel axis of our channels-last layout. */
-export function channelAxis(t: tf.Tensor): number {
-  return t.rank - 1;
-}
-
-/** Throws unless `a` has exactly `shape`, naming both. */
-export function checkShape(what: string, a: tf.Tensor, shape: number[]): void {
-  if (a.shape.join() !== shape.join()) {
-    throw new RangeError(`${what}: shape [${a.shape}] does not match the sample's shape [${shape}]`);
   }
 }

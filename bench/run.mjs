@@ -284,7 +284,7 @@ if (want("schedulers")) {
   }
 }
 
-// --- training on wasm: the conv-gradient kernels (kernel-lib/src/training/wasm-kernels.ts) and one training step
+// --- training on wasm: the conv-gradient kernels (kernel-lib/src/runtime/wasm/training-kernels.ts) and one training step
 // Each conv shape of the ddpm-cat recipe at batch 16: the forward conv, our Conv2DBackpropFilter (a dilated conv),
 // the built-in Conv2DBackpropInput (a plain loop) and ours (a conv of the zero-dilated gradient); all four do the
 // same multiply-adds. Then seconds per DDPMTrainer step of the recipe (batch 16) beside one forward of that batch.

@@ -154,7 +154,7 @@ async function runSdCase(key, quick) {
   } else {
     const h = Number(/\[2,(\d+),/.exec(label)[1]);
     // wasm: XNNPACK's packed copy of every weight would double the 3.4 GB past the 4 GiB heap: the UNet re-packs each
-    // weight per call there (setKeepPackedWeights(false), kernel-lib/src/models/layers.ts). At 64x64 latents the
+    // weight per call there (setKeepPackedWeights(false), kernel-lib/src/runtime/wasm/packed-weights.ts). At 64x64 latents the
     // one-pass attention maps (2 GiB) do not fit beside the weights either: attention slicing "max" (same FLOPs).
     const slice = wasm && h >= 64 ? "max" : null;
     if (wasm) K.setKeepPackedWeights(false);

@@ -8,7 +8,8 @@
 // by itself. Usage: node --import tsx backend-fault-child.ts <threads> abort|xnn
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../src/runtime/backend.js";
-import { backendFault, resetBackend } from "../src/runtime/backend-fault.js";
+import { backendFault } from "../src/runtime/backend-fault.js";
+import { resetBackend } from "../src/runtime/reset-backend.js";
 
 function say(step: string, data: Record<string, unknown>): void {
   console.log(JSON.stringify({ step, ...data }));

@@ -9,8 +9,9 @@ import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { backendReport, formatBackendReport } from "../src/runtime/backend.js";
 import {
-  BackendFaultError, backendFault, installBackendFaultDetection, resetBackend, simulateBackendFault,
+  BackendFaultError, backendFault, installBackendFaultDetection, simulateBackendFault,
 } from "../src/runtime/backend-fault.js";
+import { resetBackend } from "../src/runtime/reset-backend.js";
 import { UNet2DModel } from "../src/models/unet-2d.js";
 
 const XNN_OOM = "XNN status for xnn_create_fully_connected_nc_f32 is not successful. Got status 6. Use -c dbg to see XNN logs.";

@@ -6,7 +6,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { CLIPTextModel, clipPooledPositions } from "../src/models/clip-text-model.js";
-import { quickGelu, geluTanh } from "../src/models/layers.js";
+import { quickGelu, geluTanh } from "../src/nn/activations.js";
 import { CLIPTokenizer } from "../src/tokenizers/clip.js";
 import { readSafetensorsArrays, saveSafetensors, type RawTensor } from "../src/io/safetensors.js";
 import { writeTorchBin, type WriterTensor } from "./torch-bin-writer.js";

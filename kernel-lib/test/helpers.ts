@@ -67,3 +67,13 @@ export const TOL = {
   pipeline: { atol: 1e-3 },
   randn: { atol: 4e-6 },
 } as const;
+
+/** fn's result on tfjs' cpu backend (plain JavaScript kernels), then back to wasm. */
+export async function onCpu<T>(fn: () => T): Promise<T> {
+  await tf.setBackend("cpu");
+  try {
+    return fn();
+  } finally {
+    await tf.setBackend("wasm");
+  }
+}

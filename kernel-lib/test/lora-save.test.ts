@@ -16,8 +16,8 @@ import {
   addLoraAdapter, getPeftModelStateDict, loraParameters, TEXT_ENCODER_LORA_TARGET_MODULES, UNET_LORA_TARGET_MODULES,
 } from "../src/lora/peft-adapter.js";
 import { packLoraWeights, saveLoraWeights } from "../src/lora/lora-save.js";
-import { prepareTfjsForTraining } from "../src/training/tfjs-gradients.js";
-import { Linear } from "../src/models/layers.js";
+import { prepareTfjsForTraining } from "../src/runtime/gradient-fixes.js";
+import { Linear } from "../src/nn/linear.js";
 import { fixture, nchwToNhwc, expectClose, TOL } from "./helpers.js";
 import { FILES, meta, openLoraFixture, closeLoraFixture, type LoraFixture } from "./lora-fixture.js";
 

@@ -11,7 +11,7 @@ import { DiffusionPipeline } from "../src/pipelines/diffusion-pipeline.js";
 import { DDPMPipeline } from "../src/pipelines/pipeline-ddpm.js";
 import { UNet2DConditionModel } from "../src/models/unet-2d-condition.js";
 import { AutoencoderKL } from "../src/models/autoencoder-kl.js";
-import { getKeepPackedWeights, setKeepPackedWeights } from "../src/models/layers.js";
+import { getKeepPackedWeights, setKeepPackedWeights } from "../src/runtime/wasm/packed-weights.js";
 import { estimatePlan, chooseMemoryPlan, MemoryPlanError, memoryPlanLog, planComponents } from "../src/memory/memory-plan.js";
 import { setMemoryBudget, memoryBudget, parseBytes } from "../src/memory/memory-budget.js";
 import { getOffloadMode, hasModelOffload, removeModelOffload } from "../src/memory/offload.js";

@@ -9,7 +9,7 @@ import * as tf from "@tensorflow/tfjs";
 import { UNet2DModel } from "../src/models/unet-2d.js";
 import { DDPMScheduler } from "../src/schedulers/scheduling-ddpm.js";
 import { Generator } from "../src/random/generator.js";
-import { Linear } from "../src/models/layers.js";
+import { Linear } from "../src/nn/linear.js";
 import { DDPMTrainer } from "../src/training/ddpm-trainer.js";
 import { listCheckpoints } from "../src/training/trainer.js";
 import { ddpmLoss, sampleNoiseAndTimesteps } from "../src/training/ddpm-loss.js";

@@ -10,7 +10,8 @@ import { CrossAttnDownBlock2D, CrossAttnUpBlock2D, UNetMidBlock2DCrossAttn } fro
 import { Transformer2DModel, attentionMaskToBias } from "../src/models/transformer-2d.js";
 import { BasicTransformerBlock, FeedForward, GEGLU } from "../src/models/attention.js";
 import { getDownBlock } from "../src/models/unet-2d-blocks.js";
-import { gelu, getKeepPackedWeights, setKeepPackedWeights } from "../src/models/layers.js";
+import { gelu } from "../src/nn/activations.js";
+import { getKeepPackedWeights, setKeepPackedWeights } from "../src/runtime/wasm/packed-weights.js";
 import { readSafetensorsArrays, saveSafetensors } from "../src/io/safetensors.js";
 import { fixture, loadFixture, nchwToNhwc, expectClose, TOL } from "./helpers.js";
 

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { UNet2DModel, timestepsForBatch } from "../src/models/unet-2d.js";
 import { getDownBlock, getUpBlock } from "../src/models/unet-2d-blocks.js";
-import { scaledDotProductAttention } from "../src/models/attention-processor.js";
+import { scaledDotProductAttention } from "../src/nn/scaled-dot-product-attention.js";
 import { getTimestepEmbedding } from "../src/models/embeddings.js";
 import { readSafetensorsArrays, saveSafetensors } from "../src/io/safetensors.js";
 import { fixture, loadFixture, nchwToNhwc, expectClose, TOL } from "./helpers.js";

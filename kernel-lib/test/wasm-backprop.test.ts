@@ -1,11 +1,11 @@
-// The wasm conv-gradient kernels (training/wasm-kernels.ts) and the gradient fixes (training/tfjs-gradients.ts):
+// The wasm conv-gradient kernels (runtime/wasm/training-kernels.ts) and the gradient fix (runtime/gradient-fixes.ts):
 // against tfjs' cpu backend kernels and against central finite differences, on several shapes, strides and paddings.
 import { beforeAll, describe, expect, it } from "vitest";
 import * as tf from "@tensorflow/tfjs";
-import { prepareTfjsForTraining } from "../src/training/tfjs-gradients.js";
-import { registerWasmTrainingKernels, unregisterWasmTrainingKernels, wasmTrainingKernelsRegistered } from "../src/training/wasm-kernels.js";
-import { expectClose } from "./helpers.js";
-import { scaledDotProductAttention } from "../src/models/attention-processor.js";
+import { prepareTfjsForTraining } from "../src/runtime/gradient-fixes.js";
+import { registerWasmTrainingKernels, unregisterWasmTrainingKernels, wasmTrainingKernelsRegistered } from "../src/runtime/wasm/index.js";
+import { expectClose, onCpu } from "./helpers.js";
+import { scaledDotProductAttention } from "../src/nn/scaled-dot-product-attention.js";
 
 type Pad = "same" | "valid" | number | [[number, number], [number, number], [number, number], [number, number]];
 interface Case { x: [number, number, number, number]; f: [number, number, number, number]; s: number | [number, number]; pad: Pad; bias?: boolean }
@@ -41,15 +41,6 @@ function convGrads(c: Case): { dx: Float32Array; dw: Float32Array; db?: Float32A
   const out = { dx: dx.dataSync() as Float32Array, dw: dw.dataSync() as Float32Array, db: c.bias ? (db.dataSync() as Float32Array) : undefined };
   tf.dispose([x, w, b, y, r, dx, dw, db]);
   return out;
-}
-
-async function onCpu<T>(fn: () => T): Promise<T> {
-  await tf.setBackend("cpu");
-  try {
-    return fn();
-  } finally {
-    await tf.setBackend("wasm");
-  }
 }
 
 describe("wasm conv-gradient kernels", () => {
@@ -109,7 +100,7 @@ describe("wasm conv-gradient kernels", () => {
     expect(Array.from(got.slice(2 * 4, 3 * 4))).toEqual([0, 0, 0, 0]);
   });
 
-  // the flag-free BatchMatMul gradient (tfjs-gradients.ts) and attention's split blocks while recording
+  // tfjs' matMul gradients (transposed operands: runtime/wasm/batch-mat-mul.ts) and attention's pairs while recording
   it("give matMul (2-D and rank-3) and scaledDotProductAttention the cpu backend's gradients", async () => {
     const grads = () => tf.tidy(() => {
       const a = tf.tensor2d(data([6, 5], 9), [6, 5]), b = tf.tensor2d(data([5, 4], 10), [5, 4]);

@@ -5,8 +5,10 @@
 // fused (PEFT's merge), W0 <- W0 + Σ s_a B_a A_a and the hook adds nothing. The original W0 is kept while
 // fused, so unfusing restores it bit for bit.
 import * as tf from "@tensorflow/tfjs";
-import { Parameter } from "../models/module.js";
-import { Conv2d, Linear, type OutputHook } from "../models/layers.js";
+import { Parameter } from "../nn/module.js";
+import { Conv2d } from "../nn/conv2d.js";
+import { Linear } from "../nn/linear.js";
+import { type OutputHook } from "../nn/output-hook.js";
 import type { RawTensor } from "../io/safetensors.js";
 
 /** What every LoRA layer of one model shares: the call's scale (cross_attention_kwargs scale) and the on/off switch. */

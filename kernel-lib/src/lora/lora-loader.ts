@@ -12,8 +12,9 @@
 // Every key is placed or reported with the reason: a file with a key that cannot be placed is not loaded.
 import * as fs from "node:fs";
 import * as tf from "@tensorflow/tfjs";
-import { Conv2d, Linear } from "../models/layers.js";
-import type { Module } from "../models/module.js";
+import { Conv2d } from "../nn/conv2d.js";
+import { Linear } from "../nn/linear.js";
+import type { Module } from "../nn/module.js";
 import type { RawTensor } from "../io/safetensors.js";
 import { loadStateDictFile } from "../models/modeling-utils.js";
 import { hubFileDownload, listRepoFiles, type HubOptions } from "../hub/index.js";

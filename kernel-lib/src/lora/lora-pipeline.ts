@@ -4,7 +4,7 @@
 //   pipe.loadLoraWeights("folder-or-repo", { weightName, adapterName })    or a .safetensors path
 //   pipe.setAdapters(["a", "b"], [0.8, 0.5]);  pipe.getActiveAdapters();  pipe.disableLora() / enableLora()
 //   pipe.fuseLora({ loraScale }) / unfuseLora();  pipe.deleteAdapters(["a"]);  pipe.unloadLoraWeights()
-import type { Module } from "../models/module.js";
+import type { Module } from "../nn/module.js";
 import {
   deleteModelAdapters, fuseModel, injectAdapter, isFused, loraLayers, modelActiveAdapters, modelAdapters,
   setLoraEnabled, setModelAdapters, unfuseModel, unloadModelLora,

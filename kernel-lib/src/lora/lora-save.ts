@@ -19,7 +19,7 @@
 // (diffusers does not save it either).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Module } from "../models/module.js";
+import type { Module } from "../nn/module.js";
 import { saveSafetensors, type RawTensor } from "../io/safetensors.js";
 import { modelAdapters } from "./peft-utils.js";
 import { getLoraModuleStates, type LoraModuleState } from "./peft-adapter.js";

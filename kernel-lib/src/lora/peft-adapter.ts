@@ -18,8 +18,9 @@
 // So `seed` gives the numbers torch.manual_seed(seed); unet.add_adapter(config) gives. Gaussian values follow
 // torch's randn bit for bit (the kit's Generator, tested against torch); the kaiming values are computed in float32
 // as ATen's uniform_ does and may differ from a torch build that fuses the multiply-add by one ulp.
-import type { Module, Parameter } from "../models/module.js";
-import { Conv2d, Linear } from "../models/layers.js";
+import type { Module, Parameter } from "../nn/module.js";
+import { Conv2d } from "../nn/conv2d.js";
+import { Linear } from "../nn/linear.js";
 import type { RawTensor } from "../io/safetensors.js";
 import { Generator, defaultGenerator } from "../random/generator.js";
 import { injectAdapter, loraTargets, modelAdapters, namedLoraLayers, setModelAdapters, type LoraModuleWeights } from "./peft-utils.js";

@@ -1,8 +1,9 @@
 // LoRA adapters of one model (UNet or text encoder), as diffusers' utils/peft_utils.py and PEFT's tuner
 // layers: inject an adapter's layers, choose the active adapters and their weights, enable / disable,
 // fuse / unfuse, delete, unload. Every LoRA layer of a model shares one scope (the call's scale, on/off).
-import { Module } from "../models/module.js";
-import { Conv2d, Linear } from "../models/layers.js";
+import { Module } from "../nn/module.js";
+import { Conv2d } from "../nn/conv2d.js";
+import { Linear } from "../nn/linear.js";
 import { setLoraScaleHook } from "../models/modeling-utils.js";
 import type { RawTensor } from "../io/safetensors.js";
 import { LoraLayer, type LoraScope } from "./lora-layer.js";

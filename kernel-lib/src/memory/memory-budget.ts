@@ -81,7 +81,7 @@ export function memoryBudget(): MemoryBudget {
   return { bytes: Math.max(GIB / 2, free), backend, source: `host memory ${(os.totalmem() / GIB).toFixed(1)} GiB less this process and ${HOST_RESERVE / GIB} GiB for the system` };
 }
 
-/** True on backends where XNNPACK keeps a packed copy of each weight beside it (see models/layers.ts). */
+/** True on backends where XNNPACK keeps a packed copy of each weight beside it (see runtime/wasm/packed-weights.ts). */
 export function packsWeights(): boolean {
   return tf.getBackend() === "wasm";
 }

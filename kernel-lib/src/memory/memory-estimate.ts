@@ -8,7 +8,7 @@
 //                 8-wide projection, GroupNorm's copies). Calibrated on SD 1.5 at 512 px on wasm (bench/README.md:
 //                 UNet step under sequential offload 2.21 GiB one-pass / 0.42 GiB with slicing "max"; VAE decode
 //                 1.98 GiB): the estimates land within ~10 % above those peaks.
-import type { Module } from "../models/module.js";
+import type { Module } from "../nn/module.js";
 import { Attention } from "../models/attention-processor.js";
 import { attentionLayers, type AttentionSliceSize } from "../models/attention-slicing.js";
 

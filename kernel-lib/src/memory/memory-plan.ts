@@ -3,12 +3,12 @@
 // cheapest set of knobs that fits, in diffusers' order of cost:
 //   attention slicing ("auto", then "max"): the same numbers, a little slower;
 //   VAE slicing (one picture at a time) and tiling (tiles of tileSampleMinSize: close to, not equal to, one pass);
-//   unpacked weights (wasm: XNNPACK re-packs each weight per call instead of keeping a copy, models/layers.ts);
+//   unpacked weights (wasm: XNNPACK re-packs each weight per call instead of keeping a copy, runtime/wasm/packed-weights.ts);
 //   model CPU offload (one whole model on the device at a time), then sequential offload (one layer at a time).
 // A plan is a MemoryPlan: the knobs, the estimate of every model call, the peak and why; pipelines apply it before
 // the first kernel runs and re-make it when the size, the batch or guidance changes.
-import type { Module } from "../models/module.js";
-import { getKeepPackedWeights, setKeepPackedWeights } from "../models/layers.js";
+import type { Module } from "../nn/module.js";
+import { getKeepPackedWeights, setKeepPackedWeights } from "../runtime/wasm/packed-weights.js";
 import { memoryBudget, packsWeights, type MemoryBudget } from "./memory-budget.js";
 import { activationBytes, largestLayerBytes, weightBytes, type ModelCall } from "./memory-estimate.js";
 import { formatBytes, liveTensorBytes } from "./memory-report.js";

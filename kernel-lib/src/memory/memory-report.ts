@@ -7,13 +7,13 @@
 // buffers (starting from tf.memory().numBytes at that moment, as tfjs cannot list older buffers), and each
 // measurement takes its maximum at every allocation: the peak is exact for everything tfjs allocates, including
 // what was alive before the run (resident weights). Not seen: scratch memory a backend kernel allocates and frees
-// inside one kernel call, and the packed weights XNNPACK caches inside the wasm heap (see models/layers.ts
+// inside one kernel call, and the packed weights XNNPACK caches inside the wasm heap (see runtime/wasm/packed-weights.ts
 // setKeepPackedWeights). For those the wasm heap size is reported too: it only grows, so it is the high-water mark
 // of the whole process. rssPeak is the process's resident set peak (Linux VmHWM, reset at the start of the
 // outermost measurement; elsewhere sampled at large allocations).
 import * as fs from "node:fs";
 import * as tf from "@tensorflow/tfjs";
-import type { Module } from "../models/module.js";
+import type { Module } from "../nn/module.js";
 import { addForwardHook, MODEL_METHODS } from "./hooks.js";
 import { getOffloadMode, pipelineModules, type OffloadMode } from "./offload.js";
 

@@ -9,7 +9,7 @@
 //              is turned on (one line each); when nothing fits, a MemoryPlanError before any kernel runs, instead
 //              of a wasm abort that would kill the kernel.
 import { ModelMixin, setModelLoadPolicy, type WeightPlacement } from "../models/modeling-utils.js";
-import { getKeepPackedWeights } from "../models/layers.js";
+import { getKeepPackedWeights } from "../runtime/wasm/packed-weights.js";
 import { memoryBudget, packsWeights } from "./memory-budget.js";
 import { activationBytes, callFromArgs, defaultCall, largestLayerBytes, weightBytes, type ActivationKnobs, type ModelCall } from "./memory-estimate.js";
 import { formatBytes, liveTensorBytes } from "./memory-report.js";

@@ -7,7 +7,7 @@
 //   sequential offload: every module that holds weights (Conv2d, Linear, norms, embeddings) loads them just before
 //                       its forward and frees them just after: weights in memory = one layer, uploads = every call.
 // Results are the same numbers: an upload copies the float32 weights exactly.
-import { Module, type Parameter } from "../models/module.js";
+import { Module, type Parameter } from "../nn/module.js";
 import { addForwardHook, MODEL_METHODS } from "./hooks.js";
 
 /** What both kinds of offload give back (accelerate's hook handles). */

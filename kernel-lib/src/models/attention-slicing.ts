@@ -6,7 +6,7 @@
 // Model code, as in diffusers (a method of the model); the memory layer (memory/memory-plan.ts, the pipeline's
 // enableAttentionSlicing) only chooses the size.
 import { Attention } from "./attention-processor.js";
-import type { Module } from "./module.js";
+import type { Module } from "../nn/module.js";
 
 /**
  * "auto": half the heads of each layer (at least 1); "max": one pair at a time; a number: that many pairs in every

@@ -4,10 +4,11 @@
 //   h = h + ff(norm3(h))                         ff = Linear(inner, C) . GEGLU (Shazeer 2020, "GLU variants")
 // Tokens are [B, L, C]. Only norm_type "layer_norm" (the SD 1.x / 2.x / SDXL UNets) is ported.
 import * as tf from "@tensorflow/tfjs";
-import { Module, ModuleList } from "./module.js";
-import { LayerNorm, Linear, gelu, geluTanh, quickGelu } from "./layers.js";
+import { Module, ModuleList } from "../nn/module.js";
+import { LayerNorm } from "../nn/normalization.js";
+import { Linear } from "../nn/linear.js";
+import { gelu, geluTanh, quickGelu } from "../nn/activations.js";
 import { Attention, type AttentionForwardOptions } from "./attention-processor.js";
-import { useHeapViewSlice } from "./wasm-slice.js";
 
 /** GELU: proj = Linear(dim_in, dim_out), then gelu (exact erf, or "tanh"). */
 export class GELU extends Module {
@@ -35,7 +36,6 @@ export class GEGLU extends Module {
     return tf.tidy(() => {
       // freed as soon as used: at 64x64 latents (8192 tokens x 2560) each of these is 84 MB
       const proj = this.proj.forward(x);
-      useHeapViewSlice(); // the two halves as slices (tf.split on wasm copies all of proj once per half)
       const [rows, cols] = proj.shape;
       const h = tf.slice(proj, [0, 0], [rows, cols / 2]);
       const gate = tf.slice(proj, [0, cols / 2], [rows, cols / 2]);

@@ -8,7 +8,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { ConfigSpec } from "../io/config.js";
 import type { Generator } from "../random/generator.js";
 import { ModelMixin } from "./modeling-utils.js";
-import { Conv2d } from "./layers.js";
+import { Conv2d } from "../nn/conv2d.js";
 import { Decoder, DiagonalGaussianDistribution, Encoder, type Intermediates } from "./vae.js";
 import { tiledDecode, tiledEncode } from "./vae-tiling.js";
 

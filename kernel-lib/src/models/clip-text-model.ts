@@ -8,10 +8,13 @@
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError, type ConfigSpec } from "../io/config.js";
 import type { SaveDtype } from "../io/safetensors.js";
-import { scaledDotProductAttention } from "./attention-processor.js";
-import { Embedding, LayerNorm, Linear, gelu, geluTanh, quickGelu, silu, type Activation } from "./layers.js";
+import { scaledDotProductAttention } from "../nn/scaled-dot-product-attention.js";
+import { Embedding } from "../nn/embedding.js";
+import { LayerNorm } from "../nn/normalization.js";
+import { Linear } from "../nn/linear.js";
+import { gelu, geluTanh, quickGelu, silu, type Activation } from "../nn/activations.js";
 import { ModelMixin } from "./modeling-utils.js";
-import { Module, ModuleList } from "./module.js";
+import { Module, ModuleList } from "../nn/module.js";
 
 /** The config.json of a transformers CLIPTextModel (CLIPTextConfig), snake_case as on disk. */
 export interface CLIPTextConfig {

@@ -1,7 +1,7 @@
 // Downsample2D (diffusers models/downsampling.py): halve H and W with a stride-2 3x3 conv, or a 2x2 average.
 import * as tf from "@tensorflow/tfjs";
-import { Module } from "./module.js";
-import { Conv2d } from "./layers.js";
+import { Module } from "../nn/module.js";
+import { Conv2d } from "../nn/conv2d.js";
 
 export class Downsample2D extends Module {
   readonly conv: Conv2d | null;

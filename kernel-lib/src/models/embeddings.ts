@@ -2,8 +2,9 @@
 // (Ho et al. 2020, from the Transformer's positional encoding) and the MLP that lifts them to the
 // width the ResNet blocks consume.
 import * as tf from "@tensorflow/tfjs";
-import { Module } from "./module.js";
-import { Linear, getActivation, type Activation } from "./layers.js";
+import { Module } from "../nn/module.js";
+import { Linear } from "../nn/linear.js";
+import { getActivation, type Activation } from "../nn/activations.js";
 
 export interface TimestepEmbeddingOptions {
   /** Put cos first: [cos, sin] instead of [sin, cos]. */

@@ -11,7 +11,7 @@ import { checkConfigClass, configToJson, readConfigFile, resolveConfig, type Con
 import { readSafetensorsArrays, saveSafetensors, type RawTensor, type SaveDtype } from "../io/safetensors.js";
 import { readTorchBin } from "../io/torch-bin.js";
 import { convertDeprecatedAttentionBlocks } from "./convert-deprecated-attention.js";
-import { Module, type InitMode } from "./module.js";
+import { Module, type InitMode } from "../nn/module.js";
 import { checkModelConfigNumbers } from "./config-bounds.js";
 
 export const CONFIG_NAME = "config.json";

@@ -5,8 +5,11 @@
 //   out = (shortcut(x) + conv2(h)) / output_scale_factor   shortcut = 1x1 conv when the channels change
 // Dropout sits before conv2 in diffusers; it is the identity at inference, so it is not modelled here.
 import * as tf from "@tensorflow/tfjs";
-import { Module } from "./module.js";
-import { Conv2d, GroupNorm, Linear, getActivation, type Activation } from "./layers.js";
+import { Module } from "../nn/module.js";
+import { Conv2d } from "../nn/conv2d.js";
+import { GroupNorm } from "../nn/normalization.js";
+import { Linear } from "../nn/linear.js";
+import { getActivation, type Activation } from "../nn/activations.js";
 import { Upsample2D } from "./upsampling.js";
 import { Downsample2D } from "./downsampling.js";
 

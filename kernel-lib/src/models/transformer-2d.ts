@@ -7,8 +7,10 @@
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError, type ConfigSpec } from "../io/config.js";
 import { ModelMixin } from "./modeling-utils.js";
-import { ModuleList } from "./module.js";
-import { Conv2d, GroupNorm, Linear } from "./layers.js";
+import { ModuleList } from "../nn/module.js";
+import { Conv2d } from "../nn/conv2d.js";
+import { GroupNorm } from "../nn/normalization.js";
+import { Linear } from "../nn/linear.js";
 import { BasicTransformerBlock, type TransformerBlockInputs } from "./attention.js";
 
 export interface Transformer2DConfig {

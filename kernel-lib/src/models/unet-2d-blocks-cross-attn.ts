@@ -5,7 +5,7 @@
 //   CrossAttnUpBlock2D:       (ResNet on cat([h, skip]), Transformer2D) x n, then nearest x2 + conv
 // Importing this module registers the down / up blocks with getDownBlock / getUpBlock.
 import * as tf from "@tensorflow/tfjs";
-import { Module, ModuleList } from "./module.js";
+import { Module, ModuleList } from "../nn/module.js";
 import { ResnetBlock2D, type TimeEmbeddingNorm } from "./resnet.js";
 import { Downsample2D } from "./downsampling.js";
 import { Upsample2D } from "./upsampling.js";

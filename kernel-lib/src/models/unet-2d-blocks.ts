@@ -4,7 +4,7 @@
 // getDownBlock / getUpBlock build a block from its config name; later models register more block types
 // (CrossAttnDownBlock2D, DownEncoderBlock2D, ...) with registerDownBlock / registerUpBlock.
 import * as tf from "@tensorflow/tfjs";
-import { Module, ModuleList } from "./module.js";
+import { Module, ModuleList } from "../nn/module.js";
 import { ResnetBlock2D, type TimeEmbeddingNorm } from "./resnet.js";
 import { Attention } from "./attention-processor.js";
 import { Downsample2D } from "./downsampling.js";

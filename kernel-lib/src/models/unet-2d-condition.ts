@@ -10,8 +10,10 @@
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError, oneOf, type ConfigSpec } from "../io/config.js";
 import { applyLoraScale, ModelMixin } from "./modeling-utils.js";
-import { ModuleList } from "./module.js";
-import { Conv2d, GroupNorm, getActivation, type Activation } from "./layers.js";
+import { ModuleList } from "../nn/module.js";
+import { Conv2d } from "../nn/conv2d.js";
+import { GroupNorm } from "../nn/normalization.js";
+import { getActivation, type Activation } from "../nn/activations.js";
 import { TimestepEmbedding, Timesteps } from "./embeddings.js";
 import { getDownBlock, getUpBlock, UNetMidBlock2D, type DownBlock, type UpBlock } from "./unet-2d-blocks.js";
 import { UNetMidBlock2DCrossAttn, type CrossAttnBlockContext } from "./unet-2d-blocks-cross-attn.js";

@@ -10,8 +10,11 @@
 import * as tf from "@tensorflow/tfjs";
 import { ConfigError, oneOf, type ConfigSpec } from "../io/config.js";
 import { ModelMixin } from "./modeling-utils.js";
-import { ModuleList } from "./module.js";
-import { Conv2d, Embedding, GroupNorm, silu } from "./layers.js";
+import { ModuleList } from "../nn/module.js";
+import { Conv2d } from "../nn/conv2d.js";
+import { Embedding } from "../nn/embedding.js";
+import { GroupNorm } from "../nn/normalization.js";
+import { silu } from "../nn/activations.js";
 import { TimestepEmbedding, Timesteps } from "./embeddings.js";
 import { getDownBlock, getUpBlock, UNetMidBlock2D, type DownBlock, type UpBlock } from "./unet-2d-blocks.js";
 import type { TimeEmbeddingNorm } from "./resnet.js";

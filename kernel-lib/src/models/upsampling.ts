@@ -1,8 +1,8 @@
 // Upsample2D (diffusers models/upsampling.py): nearest-neighbour x2 (each pixel copied to a 2x2 block),
 // optionally followed by a 3x3 conv.
 import * as tf from "@tensorflow/tfjs";
-import { Module } from "./module.js";
-import { Conv2d } from "./layers.js";
+import { Module } from "../nn/module.js";
+import { Conv2d } from "../nn/conv2d.js";
 
 export class Upsample2D extends Module {
   readonly conv: Conv2d | null;

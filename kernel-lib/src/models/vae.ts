@@ -6,8 +6,10 @@
 //   Decoder: conv_in -> mid -> up blocks (ResNets, nearest x2 + conv) -> GroupNorm -> SiLU -> conv_out
 // No time embedding anywhere (the ResNets run with temb = null). Tensors are NHWC.
 import * as tf from "@tensorflow/tfjs";
-import { Module, ModuleList } from "./module.js";
-import { Conv2d, GroupNorm, getActivation, silu, type Activation } from "./layers.js";
+import { Module, ModuleList } from "../nn/module.js";
+import { Conv2d } from "../nn/conv2d.js";
+import { GroupNorm } from "../nn/normalization.js";
+import { getActivation, silu, type Activation } from "../nn/activations.js";
 import { ResnetBlock2D } from "./resnet.js";
 import { Downsample2D } from "./downsampling.js";
 import { Upsample2D } from "./upsampling.js";

@@ -21,13 +21,12 @@
 //    keeps working (bookkeeping only: the module is not entered again).
 //  - wasm's malloc returning 0 for a tensor throws a BackendOutOfMemoryError before anything is written: nothing is
 //    lost, the backend keeps working.
-//  - resetBackend() re-creates the backend through initBackend, with a fresh heap; tensors of the old one throw a
+//  - resetBackend() (reset-backend.ts) re-creates the backend through initBackend, with a fresh heap; tensors of the old one throw a
 //    BackendFaultError when read or used.
 // The wasm module's stderr is read from console.warn (single-thread build: the module binds console.warn when it is
 // created, so initBackend creates it inside watchBackendStart) and fs.writeSync(2, ...) (threaded build in Node).
 // The state lives on globalThis, so two copies of the kit in one process (src and dist) share it.
 import * as tf from "@tensorflow/tfjs";
-import { initBackend, backendReport, type BackendChoice, type BackendReport } from "./backend.js";
 
 /** What faulted, when, and why (see backendFault()). */
 export interface BackendFault {
@@ -455,40 +454,13 @@ export function simulateBackendFault(what = "simulated"): BackendFault {
 }
 
 /**
- * Re-creates the active backend with an empty heap, through initBackend (the same backend and thread count as
- * before): the way out of a fault without restarting the process. Every tensor of the old backend is invalid
- * afterwards, healthy or not: reading or using one throws a BackendFaultError (disposing it is fine), so load the
- * models again / re-run the cells from loading on. Returns the new backend's report.
+ * Marks the active backend instance as replaced (resetBackend, reset-backend.ts, calls it before removing it): its
+ * tensors then throw a BackendFaultError saying so. Returns the backend's name, or null when none is active.
  */
-export async function resetBackend(): Promise<BackendReport> {
+export function retireActiveBackend(): string | null {
   installBackendFaultDetection();
-  const e = engine();
-  const name = e.backendName;
-  if (!name) return initBackend({ force: true });
-  const prev = await backendReport();
-  const old = e.registry[name];
-  if (old) {
-    instrumentBackend(old);
-    if (!shared.faults.has(old)) recordFault(old, { kind: "reset", firstLine: "resetBackend()" });
-  }
-  const entry = e.registryFactory[name];
-  if (!entry) throw new Error(`resetBackend: the ${name} backend has no registered factory`);
-  tf.removeBackend(name); // disposes the old instance (a faulted module is not entered again)
-  tf.registerBackend(name, entry.factory as () => tf.KernelBackend, entry.priority);
-  if (!["tensorflow", "wasm", "cpu"].includes(name)) {
-    if (!(await tf.setBackend(name))) throw new Error(`resetBackend: tf.setBackend("${name}") failed`);
-    installBackendFaultDetection();
-    return backendReport();
-  }
-  // the same threads as before when they came from initBackend's option (env and default are resolved again)
-  const choice = prev.wasmThreads?.choice ?? "";
-  const wasmThreads = choice.startsWith("wasmThreads=auto") ? "auto" as const : choice.startsWith("wasmThreads=") ? prev.wasmThreads!.requested : undefined;
-  const report = await initBackend({ force: true, prefer: name as BackendChoice, wasmThreads });
-  // keep what the first choice said about the better backends that were skipped, and whether it was forced
-  const first = report.attempts[0]?.candidate;
-  const at = prev.attempts.findIndex((a) => a.candidate === first);
-  report.attempts = [...(at >= 0 ? prev.attempts.slice(0, at) : prev.attempts.filter((a) => !a.ok)), ...report.attempts];
-  if (prev.override) report.override = prev.override;
-  else delete report.override;
-  return report;
+  const b = activeBackend();
+  if (!b) return null;
+  if (!shared.faults.has(b)) recordFault(b, { kind: "reset", firstLine: "resetBackend()" });
+  return engine().backendName;
 }

@@ -7,6 +7,7 @@ import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { resolveWasmThreads, startWasmBackend, type WasmThreadsChoice, type WasmThreadsStatus } from "./wasm-threads.js";
 import { installBackendFaultDetection, watchBackendStart } from "./backend-fault.js";
+import { registerWasmKernels } from "./wasm/index.js";
 
 export type BackendChoice = "tensorflow" | "wasm" | "cpu";
 
@@ -94,6 +95,7 @@ async function tryWasm(load: Loader, attempts: BackendAttempt[], threads: WasmTh
     const pkg = load("@tensorflow/tfjs-backend-wasm") as Parameters<typeof startWasmBackend>[0];
     const status: WasmThreadsStatus = { ...(await watchBackendStart(() => startWasmBackend(pkg, threads.threads))), choice: threads.choice };
     await tf.ready();
+    registerWasmKernels(); // the kit's wasm kernels (runtime/wasm/) in place of the slow built-in ones
     const n = status.threads;
     const why = `WebAssembly SIMD kernels (XNNPACK), ${n === 1 ? "one thread" : `${n} threads`}` +
       (n !== status.requested ? ` (asked ${status.requested}: ${status.why})` : n > 1 ? ` (${status.why})` : "");
@@ -172,6 +174,7 @@ export async function backendReport(): Promise<BackendReport> {
   if (current) return current;
   const active = (tf.engine() as unknown as { backendName: string | null }).backendName;
   if (active) {
+    if (active === "wasm") registerWasmKernels();
     current = { backend: active, device: "cpu", description: `${active} (set with tf.setBackend before the kit chose)`, attempts: [] };
     return current;
   }

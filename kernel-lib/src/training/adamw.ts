@@ -4,7 +4,7 @@
 //   m <- b1 m + (1 - b1) g                 v <- b2 v + (1 - b2) g^2
 //   p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 import * as tf from "@tensorflow/tfjs";
-import type { Parameter } from "../models/module.js";
+import type { Parameter } from "../nn/module.js";
 import { readSafetensorsArrays, saveSafetensors, type RawTensor } from "../io/safetensors.js";
 
 export interface AdamWOptions {

@@ -11,7 +11,7 @@ import * as tf from "@tensorflow/tfjs";
 import { saveSafetensors } from "../io/safetensors.js";
 import { loadStateDictFile } from "../models/modeling-utils.js";
 import type { Generator } from "../random/generator.js";
-import type { Parameter } from "../models/module.js";
+import type { Parameter } from "../nn/module.js";
 import type { ModelMixin } from "../models/modeling-utils.js";
 import type { AutoencoderKL } from "../models/autoencoder-kl.js";
 import type { CLIPTextModel } from "../models/clip-text-model.js";

@@ -13,14 +13,14 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { Generator } from "../random/generator.js";
-import type { Parameter } from "../models/module.js";
+import type { Parameter } from "../nn/module.js";
 import { loadStateDictFile, SAFETENSORS_WEIGHTS_NAME, type ModelMixin } from "../models/modeling-utils.js";
 import { ProgressBar } from "../display/progress.js";
 import { AdamW } from "./adamw.js";
 import { EMAModel, type EMAModelOptions } from "./ema-model.js";
 import { clipGradNorm } from "./clip-grad-norm.js";
 import { lrFactor, type LrScheduleName } from "./lr-schedule.js";
-import { prepareTfjsForTraining } from "./tfjs-gradients.js";
+import { prepareTfjsForTraining } from "../runtime/gradient-fixes.js";
 
 export interface TrainerOptions {
   /** seeds the per-step random draws (default 0) */

@@ -11,6 +11,7 @@
 //   is a ScatterNd of the rows onto their segment ids, which sums rows sharing an id.
 // All are exact reformulations (same sums, another order): they match the cpu kernels to float32 rounding.
 import * as tf from "@tensorflow/tfjs";
+import { installOverrides, opsKernel, overridesInstalled, uninstallOverrides, type WasmOverride } from "./wasm-backend.js";
 
 type Pad = "same" | "valid" | number | tf.backend_util.ExplicitPadding;
 type Shape4 = [number, number, number, number];
@@ -79,64 +80,31 @@ export function conv2dBackpropInputViaConv(inputShape: Shape4, dy: tf.Tensor4D, 
   });
 }
 
-/** A kernel made of tf ops: runs them in a tidy and hands the result's data to the engine (not taped: kernelDepth > 0). */
-function composite(name: string, compute: (inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown>) => tf.Tensor): tf.KernelConfig {
-  return {
-    kernelName: name,
-    backendName: "wasm",
-    kernelFunc: ({ inputs, attrs, backend }) => {
-      for (const [k, v] of Object.entries(inputs)) {
-        if (!(v instanceof tf.Tensor)) throw new Error(`${name} (kit wasm kernel): input "${k}" is not a tf.Tensor`);
-      }
-      const out = tf.tidy(() => compute(inputs as Record<string, tf.Tensor>, attrs as Record<string, unknown>));
-      (backend as unknown as { incRef(id: object): void }).incRef(out.dataId); // keep the data when our handle goes
-      out.dispose();
-      return { dataId: out.dataId, shape: out.shape, dtype: out.dtype };
-    },
-  };
-}
-
-const FILTER = composite("Conv2DBackpropFilter", (i, a) =>
-  conv2dBackpropFilterViaConv(i.x as tf.Tensor4D, i.dy as tf.Tensor4D, a.filterShape as Shape4, a as unknown as ConvGradAttrs));
-const INPUT = composite("Conv2DBackpropInput", (i, a) =>
-  conv2dBackpropInputViaConv(a.inputShape as Shape4, i.dy as tf.Tensor4D, i.filter as tf.Tensor4D, a as unknown as ConvGradAttrs));
-
-const SEGMENT_SUM = composite("UnsortedSegmentSum", (i, a) => {
+const SEGMENT_SUM = opsKernel((i, a) => {
   const x = i.x;
   const ids = tf.reshape(tf.cast(i.segmentIds, "int32"), [-1, 1]);
   if (ids.shape[0] !== x.shape[0]) throw new Error(`UnsortedSegmentSum (kit wasm kernel): ${ids.shape[0]} segment ids for ${x.shape[0]} rows; only 1-D segment ids are supported`);
   return tf.scatterND(ids, x, [a.numSegments as number, ...x.shape.slice(1)]);
 });
 
-let builtinInput: tf.KernelConfig | undefined;
-let installed = false;
-
 /**
- * Registers the two kernels above for the wasm backend (idempotent): Conv2DBackpropFilter (missing in wasm) and
- * Conv2DBackpropInput (replacing the built-in loop, kept to be restored). Gradients of every conv2d then run on
- * XNNPACK; conv2dTranspose uses the new Conv2DBackpropInput too.
+ * Conv2DBackpropFilter (missing in wasm), Conv2DBackpropInput (replacing the built-in loop) and UnsortedSegmentSum
+ * (missing in wasm): gradients of every conv2d then run on XNNPACK; conv2dTranspose uses the new
+ * Conv2DBackpropInput too.
  */
-export function registerWasmTrainingKernels(): void {
-  if (installed) return;
-  builtinInput = tf.getKernel("Conv2DBackpropInput", "wasm");
-  if (builtinInput) tf.unregisterKernel("Conv2DBackpropInput", "wasm");
-  if (tf.getKernel("Conv2DBackpropFilter", "wasm")) tf.unregisterKernel("Conv2DBackpropFilter", "wasm");
-  tf.registerKernel(FILTER);
-  tf.registerKernel(INPUT);
-  if (!tf.getKernel("UnsortedSegmentSum", "wasm")) tf.registerKernel(SEGMENT_SUM);
-  installed = true;
-}
+export const TRAINING_KERNELS: WasmOverride[] = [
+  { kernelName: "Conv2DBackpropFilter", make: () => opsKernel((i, a) => conv2dBackpropFilterViaConv(i.x as tf.Tensor4D, i.dy as tf.Tensor4D, a.filterShape as Shape4, a as unknown as ConvGradAttrs)) },
+  { kernelName: "Conv2DBackpropInput", make: () => opsKernel((i, a) => conv2dBackpropInputViaConv(a.inputShape as Shape4, i.dy as tf.Tensor4D, i.filter as tf.Tensor4D, a as unknown as ConvGradAttrs)) },
+  { kernelName: "UnsortedSegmentSum", make: (builtin) => builtin ?? SEGMENT_SUM },
+];
 
-/** Undoes registerWasmTrainingKernels: no Conv2DBackpropFilter for wasm, the built-in Conv2DBackpropInput back. */
+/** FOR TESTS: the built-in kernels back (no Conv2DBackpropFilter for wasm), and the kit's again. */
 export function unregisterWasmTrainingKernels(): void {
-  if (!installed) return;
-  tf.unregisterKernel("Conv2DBackpropFilter", "wasm");
-  tf.unregisterKernel("Conv2DBackpropInput", "wasm");
-  if (tf.getKernel("UnsortedSegmentSum", "wasm")?.kernelFunc === SEGMENT_SUM.kernelFunc) tf.unregisterKernel("UnsortedSegmentSum", "wasm");
-  if (builtinInput) tf.registerKernel(builtinInput);
-  installed = false;
+  uninstallOverrides(TRAINING_KERNELS);
 }
-
+export function registerWasmTrainingKernels(): void {
+  installOverrides(TRAINING_KERNELS);
+}
 export function wasmTrainingKernelsRegistered(): boolean {
-  return installed;
+  return overridesInstalled(TRAINING_KERNELS);
 }

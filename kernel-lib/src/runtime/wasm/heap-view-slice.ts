@@ -6,18 +6,12 @@
 // does the same copy from a view of the heap (what the backend's own Concat does). Same output, bit for bit; the
 // gradient (registered by kernel name) is unchanged; strings go to the built-in kernel.
 import * as tf from "@tensorflow/tfjs";
+import type { KernelArgs, KernelImpl, WasmBackend, WasmOverride } from "./wasm-backend.js";
 
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
-
-let builtin: tf.KernelConfig | undefined;
-
-function sliceKernel(args: { inputs: tf.NamedTensorInfoMap; attrs: tf.NamedAttrMap; backend: object }): tf.TensorInfo {
+function sliceKernel(builtin: KernelImpl | undefined, args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const x = args.inputs.x as tf.TensorInfo;
-  if (x.dtype === "string") return builtin!.kernelFunc(args as Parameters<tf.KernelFunc>[0]) as tf.TensorInfo;
-  const backend = args.backend as WasmBackendLike;
+  if (x.dtype === "string") return builtin!(args);
+  const backend = args.backend as WasmBackend;
   const { begin, size } = args.attrs as { begin: number | number[]; size: number | number[] };
   const [b, s] = tf.slice_util.parseSliceParams(x as tf.Tensor, begin, size);
   const out = backend.makeOutput(s, x.dtype); // allocate first: a heap growth would detach earlier views
@@ -48,18 +42,4 @@ function sliceKernel(args: { inputs: tf.NamedTensorInfoMap; attrs: tf.NamedAttrM
   return out;
 }
 
-const KIT_SLICE: tf.KernelConfig = { kernelName: "Slice", backendName: "wasm", kernelFunc: sliceKernel as unknown as tf.KernelFunc };
-
-/**
- * Puts the slice kernel above in place of wasm's (idempotent; a no-op on other backends). Called by the model code
- * before it slices, so it also applies when tfjs-backend-wasm is loaded after kernel-lib (its import registers the
- * built-in kernels).
- */
-export function useHeapViewSlice(): void {
-  if (tf.getBackend() !== "wasm") return;
-  const current = tf.getKernel("Slice", "wasm");
-  if (current?.kernelFunc === KIT_SLICE.kernelFunc) return;
-  builtin = current;
-  if (current) tf.unregisterKernel("Slice", "wasm");
-  tf.registerKernel(KIT_SLICE);
-}
+export const HEAP_VIEW_SLICE: WasmOverride = { kernelName: "Slice", make: (builtin) => (args) => sliceKernel(builtin, args) };

@@ -5,13 +5,13 @@
 //   out = proj_out(x) + h
 // Works on NHWC: the pixels of [B, H, W, C] are already the tokens [B, H*W, C] after a reshape.
 import * as tf from "@tensorflow/tfjs";
-import { ConfigError, type ConfigSpec } from "../io/config.js";
+import { ConfigError, type Config, type ConfigSpec } from "../io/config.js";
 import { ModelMixin } from "./modeling-utils.js";
 import { ModuleList } from "./module.js";
 import { Conv2d, GroupNorm, Linear } from "./layers.js";
 import { BasicTransformerBlock, type TransformerBlockInputs } from "./attention.js";
 
-export interface Transformer2DConfig {
+export interface Transformer2DConfig extends Config {
   num_attention_heads: number;
   attention_head_dim: number;
   in_channels: number | null;
@@ -102,6 +102,7 @@ export class Transformer2DModel extends ModelMixin {
   };
 
   readonly norm: GroupNorm;
+  declare readonly config: Readonly<Transformer2DConfig>;
   readonly proj_in: Conv2d | Linear;
   readonly transformer_blocks: ModuleList<BasicTransformerBlock>;
   readonly proj_out: Conv2d | Linear;

@@ -107,7 +107,7 @@ export const SD_RECIPES = {
           const x = tf.tensor4d(pixels, [256, 32, 32, 3]);
           const s = K.latentScalingFactor(vae, x);
           x.dispose();
-          vae.config.scaling_factor = Number(s.toPrecision(5));
+          vae.registerToConfig({ scaling_factor: Number(s.toPrecision(5)) }); // the config is frozen: diffusers' register_to_config
           vae.savePretrained(path.join(dir, "vae"));
           console.log(`vae/ saved with scaling_factor ${vae.config.scaling_factor}`);
         },

@@ -13,6 +13,8 @@ import { UNet2DConditionModel } from "../src/models/unet-2d-condition.js";
 import { DDIMScheduler, type SchedulerMixin } from "../src/schedulers/index.js";
 import { Generator } from "../src/random/generator.js";
 import { loadImage } from "../src/display/image.js";
+import { getOffloadMode } from "../src/memory/offload.js";
+import { memoryReport } from "../src/memory/memory-report.js";
 import { expectClose, TOL } from "./helpers.js";
 
 const SD_TINY = path.resolve(__dirname, "../../datasets/sd-tiny-random");
@@ -206,5 +208,37 @@ describe("StableDiffusionInpaintPipeline errors", () => {
     await expect(pipe.generate({ image: photo, maskImage: mask, numInferenceSteps: 4, prompt: ["a", "b"], negativePrompt: ["c"] }))
       .rejects.toThrow(/negativePrompt has 1 entries but prompt has 2/);
     expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
+// As test/memory.test.ts checks for the text-to-image pipeline: after a call with model offload every weight is back
+// in host memory (diffusers' maybe_free_model_hooks at the end of the call), here also after a failed call.
+describe("StableDiffusionInpaintPipeline with model CPU offload", () => {
+  it("releases the offload hooks at the end of generate, after a picture and after an error, as text-to-image does", async () => {
+    pipe.scheduler = ddim();
+    const weights = memoryReport(pipe).weightBytes;
+    const memoryMode = pipe.memory;
+    pipe.enableModelCpuOffload();
+    try {
+      expect(getOffloadMode(pipe)).toBe("model");
+      const before = tf.memory().numTensors;
+      const { images } = await pipe.generate({ prompt: "a cat", image: photo, maskImage: mask, numInferenceSteps: 2,
+        generator: new Generator().manualSeed(0), outputType: "np" });
+      expect(images.shape).toEqual([1, SIZE, SIZE, 3]);
+      images.dispose();
+      const after = memoryReport(pipe);
+      expect([after.residentBytes, after.hostBytes]).toEqual([0, weights]); // no model left loaded
+      expect(tf.memory().numTensors).toBe(before);
+      // the generator check fails after the text encoder ran (and was loaded): its weights are freed all the same
+      await expect(pipe.generate({ prompt: "a", image: photo, maskImage: mask, numInferenceSteps: 2, numImagesPerPrompt: 2,
+        generator: [new Generator()] })).rejects.toThrow(/a list of 1 generators was given for 2 pictures/);
+      const failed = memoryReport(pipe);
+      expect([failed.residentBytes, failed.hostBytes]).toEqual([0, weights]);
+      expect(tf.memory().numTensors).toBe(before);
+    } finally {
+      pipe.disableModelCpuOffload();
+      pipe.memory = memoryMode;
+    }
+    expect(memoryReport(pipe).residentBytes).toBe(weights);
   });
 });

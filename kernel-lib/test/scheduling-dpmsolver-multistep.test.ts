@@ -222,8 +222,9 @@ describe("DPMSolverMultistepScheduler: identities", () => {
         const mo = tf.tidy(() =>
           pt === "epsilon" ? tf.div(tf.sub(x!, tf.mul(x0, a)), sg) : pt === "sample" ? x0.clone() : tf.sub(tf.mul(tf.div(tf.sub(x!, tf.mul(x0, a)), sg), a), tf.mul(x0, sg)),
         );
-        const out = s.step(mo, t, x!);
-        tf.dispose([mo, x!]);
+        const cur: tf.Tensor = x!; // typed here: step's result type follows its sample's, and x's narrowing follows the result
+        const out = s.step(mo, t, cur);
+        tf.dispose([mo, cur]);
         x = out.prevSample;
       }
       results.push(x!);

@@ -125,6 +125,18 @@ export function resolveConfig(
   return out;
 }
 
+/**
+ * Freezes a config and everything in it, so `model.config.in_channels = 99` (or a push onto one of its lists) throws
+ * in strict mode instead of leaving a config that no longer describes the model built from it. Returns its argument.
+ */
+export function deepFreeze<T>(v: T): T {
+  if (v !== null && typeof v === "object" && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v as object)) deepFreeze(x);
+  }
+  return v;
+}
+
 /** A config written out as diffusers' save_config does (all keys explicit, `_class_name` first). */
 export function configToJson(className: string, config: Config): string {
   const { _use_default_values: _u, _class_name: _c, ...rest } = config;

@@ -5,14 +5,15 @@
 // No scaling inside: pipelines multiply the latents by scaling_factor (0.18215 for SD 1.x) after encode and
 // divide by it before decode. Images are NHWC in [-1, 1]; latents NHWC [B, H/8, W/8, 4] for SD.
 import * as tf from "@tensorflow/tfjs";
-import type { ConfigSpec } from "../io/config.js";
+import type { Config, ConfigSpec } from "../io/config.js";
 import type { Generator } from "../random/generator.js";
 import { ModelMixin } from "./modeling-utils.js";
 import { Conv2d } from "../nn/conv2d.js";
 import { Decoder, DiagonalGaussianDistribution, Encoder, type Intermediates } from "./vae.js";
 import { tiledDecode, tiledEncode } from "./vae-tiling.js";
 
-export interface AutoencoderKLConfig {
+/** AutoencoderKL's config.json (diffusers' `__init__` arguments, snake_case); `vae.config` has this type, frozen. */
+export interface AutoencoderKLConfig extends Config {
   in_channels: number;
   out_channels: number;
   down_block_types: string[];
@@ -75,6 +76,7 @@ export class AutoencoderKL extends ModelMixin {
     },
   };
 
+  declare readonly config: Readonly<AutoencoderKLConfig>;
   readonly encoder: Encoder;
   readonly decoder: Decoder;
   readonly quant_conv: Conv2d;

@@ -6,7 +6,7 @@
 //   last_hidden_state = final_layer_norm(x); pooler_output = last_hidden_state at the end-of-text token.
 // Tokens run as a 2-D [B*L, hidden] matrix so every matMul is 2-D (see layers.ts).
 import * as tf from "@tensorflow/tfjs";
-import { ConfigError, type ConfigSpec } from "../io/config.js";
+import { ConfigError, type Config, type ConfigSpec } from "../io/config.js";
 import type { SaveDtype } from "../io/safetensors.js";
 import { scaledDotProductAttention } from "../nn/scaled-dot-product-attention.js";
 import { Embedding } from "../nn/embedding.js";
@@ -16,8 +16,8 @@ import { gelu, geluTanh, quickGelu, silu, type Activation } from "../nn/activati
 import { ModelMixin } from "./modeling-utils.js";
 import { Module, ModuleList } from "../nn/module.js";
 
-/** The config.json of a transformers CLIPTextModel (CLIPTextConfig), snake_case as on disk. */
-export interface CLIPTextConfig {
+/** The config.json of a transformers CLIPTextModel (CLIPTextConfig), snake_case as on disk; `textEncoder.config` has this type, frozen. */
+export interface CLIPTextConfig extends Config {
   vocab_size: number;
   hidden_size: number;
   intermediate_size: number;
@@ -261,6 +261,7 @@ export class CLIPTextModel extends ModelMixin {
     },
   };
 
+  declare readonly config: Readonly<CLIPTextConfig>;
   readonly text_model: CLIPTextTransformer;
 
   constructor(config: Record<string, unknown> = {}) {
@@ -270,10 +271,8 @@ export class CLIPTextModel extends ModelMixin {
           (config.model_type === "clip" ? ` (a full CLIPModel config: its "text_config" entry is the text encoder's config)` : ""),
       );
     }
-    super(CLIPTextModel.className, CLIPTextModel.configSpec, config);
     // a transformers config: no diffusers bookkeeping keys
-    delete this.config._class_name;
-    delete this.config._use_default_values;
+    super(CLIPTextModel.className, CLIPTextModel.configSpec, config, { diffusersKeys: false });
     this.text_model = this.addModule("text_model", new CLIPTextTransformer(this.cfg));
   }
 

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { hubFileDownload, tryHubFile, type HubOptions } from "../hub/index.js";
 import { backendReport } from "../runtime/backend.js";
-import { checkConfigClass, configToJson, readConfigFile, resolveConfig, type Config, type ConfigSpec } from "../io/config.js";
+import { checkConfigClass, configToJson, deepFreeze, readConfigFile, resolveConfig, type Config, type ConfigSpec } from "../io/config.js";
 import { readSafetensorsArrays, saveSafetensors, type RawTensor, type SaveDtype } from "../io/safetensors.js";
 import { readTorchBin } from "../io/torch-bin.js";
 import { convertDeprecatedAttentionBlocks } from "./convert-deprecated-attention.js";
@@ -97,14 +97,37 @@ export function addVariant(weightsName: string, variant?: string): string {
   return parts.join(".");
 }
 
-export abstract class ModelMixin extends Module {
-  /** The resolved config with the JSON's snake_case keys (diffusers' model.config). */
-  readonly config: Config;
+/** How a model keeps its config: diffusers' bookkeeping keys, or none (transformers' configs have no `_class_name`). */
+export interface ModelConfigOptions {
+  /** false: drop `_class_name` and `_use_default_values` (a transformers model's config.json). Default true. */
+  diffusersKeys?: boolean;
+}
 
-  protected constructor(className: string, spec: ConfigSpec, config: Record<string, unknown>) {
+export abstract class ModelMixin extends Module {
+  /**
+   * The resolved config with the JSON's snake_case keys (diffusers' model.config): a frozen deep copy, typed by each
+   * model class (`unet.config.in_channels` is a number), as schedulers' configs. To change a value the way diffusers'
+   * `register_to_config` does, use `registerToConfig`; to build another model, pass it to `fromConfig` with overrides.
+   */
+  readonly config: Readonly<Config>;
+
+  protected constructor(className: string, spec: ConfigSpec, config: Record<string, unknown>, opts: ModelConfigOptions = {}) {
     super();
-    this.config = resolveConfig(className, spec, config);
-    checkModelConfigNumbers(className, this.config, spec.defaults); // before any layer is built
+    const resolved = resolveConfig(className, spec, config);
+    checkModelConfigNumbers(className, resolved, spec.defaults); // before any layer is built
+    if (opts.diffusersKeys === false) {
+      delete resolved._class_name;
+      delete resolved._use_default_values;
+    }
+    this.config = deepFreeze(structuredClone(resolved));
+  }
+
+  /**
+   * diffusers' `register_to_config(**updates)`: replaces config values (a new frozen config) for what the weights do
+   * not depend on, such as the VAE's measured `scaling_factor`. The layers already built are not rebuilt.
+   */
+  registerToConfig(updates: Record<string, unknown>): void {
+    (this as { config: Readonly<Config> }).config = deepFreeze(structuredClone({ ...this.config, ...updates }));
   }
 
   /** diffusers' from_config: a model with fresh weights (see FromConfigOptions). */

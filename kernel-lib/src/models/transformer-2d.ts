@@ -5,7 +5,7 @@
 //   out = proj_out(x) + h
 // Works on NHWC: the pixels of [B, H, W, C] are already the tokens [B, H*W, C] after a reshape.
 import * as tf from "@tensorflow/tfjs";
-import { ConfigError, type ConfigSpec } from "../io/config.js";
+import { ConfigError, type Config, type ConfigSpec } from "../io/config.js";
 import { ModelMixin } from "./modeling-utils.js";
 import { ModuleList } from "../nn/module.js";
 import { Conv2d } from "../nn/conv2d.js";
@@ -13,7 +13,7 @@ import { GroupNorm } from "../nn/normalization.js";
 import { Linear } from "../nn/linear.js";
 import { BasicTransformerBlock, type TransformerBlockInputs } from "./attention.js";
 
-export interface Transformer2DConfig {
+export interface Transformer2DConfig extends Config {
   num_attention_heads: number;
   attention_head_dim: number;
   in_channels: number | null;
@@ -104,6 +104,7 @@ export class Transformer2DModel extends ModelMixin {
   };
 
   readonly norm: GroupNorm;
+  declare readonly config: Readonly<Transformer2DConfig>;
   readonly proj_in: Conv2d | Linear;
   readonly transformer_blocks: ModuleList<BasicTransformerBlock>;
   readonly proj_out: Conv2d | Linear;

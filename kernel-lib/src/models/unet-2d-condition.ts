@@ -8,7 +8,7 @@
 //   eps = conv_out(act(conv_norm_out(h)))
 // Latents are NHWC [batch, height, width, 4]; text states [batch, 77, cross_attention_dim].
 import * as tf from "@tensorflow/tfjs";
-import { ConfigError, oneOf, type ConfigSpec } from "../io/config.js";
+import { ConfigError, oneOf, type Config, type ConfigSpec } from "../io/config.js";
 import { applyLoraScale, ModelMixin } from "./modeling-utils.js";
 import { ModuleList } from "../nn/module.js";
 import { Conv2d } from "../nn/conv2d.js";
@@ -22,8 +22,13 @@ import type { TimestepInput } from "./unet-2d.js";
 import type { TimeEmbeddingNorm } from "./resnet.js";
 import { setAttentionSlice, type AttentionSliceSize } from "./attention-slicing.js";
 
-export interface UNet2DConditionConfig {
-  sample_size: number | [number, number] | null;
+/** UNet2DConditionModel's config.json (diffusers' `__init__` arguments, snake_case); `unet.config` has this type, frozen. */
+export interface UNet2DConditionConfig extends Config {
+  /**
+   * The picture side the model was trained at (a number in every diffusers config.json this kit loads). diffusers'
+   * default is null, and this port also takes [height, width]: such a config loads and keeps its value as on disk.
+   */
+  sample_size: number;
   in_channels: number;
   out_channels: number;
   center_input_sample: boolean;
@@ -208,6 +213,7 @@ export class UNet2DConditionModel extends ModelMixin {
     },
   };
 
+  declare readonly config: Readonly<UNet2DConditionConfig>;
   readonly conv_in: Conv2d;
   readonly time_proj: Timesteps;
   readonly time_embedding: TimestepEmbedding;

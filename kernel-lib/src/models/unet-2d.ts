@@ -8,7 +8,7 @@
 //   out = conv_out(silu(conv_norm_out(h)))
 // Tensors are NHWC: sample [batch, height, width, channels].
 import * as tf from "@tensorflow/tfjs";
-import { ConfigError, oneOf, type ConfigSpec } from "../io/config.js";
+import { ConfigError, oneOf, type Config, type ConfigSpec } from "../io/config.js";
 import { ModelMixin } from "./modeling-utils.js";
 import { ModuleList } from "../nn/module.js";
 import { Conv2d } from "../nn/conv2d.js";
@@ -19,8 +19,13 @@ import { TimestepEmbedding, Timesteps } from "./embeddings.js";
 import { getDownBlock, getUpBlock, UNetMidBlock2D, type DownBlock, type UpBlock } from "./unet-2d-blocks.js";
 import type { TimeEmbeddingNorm } from "./resnet.js";
 
-export interface UNet2DConfig {
-  sample_size: number | [number, number] | null;
+/** UNet2DModel's config.json (diffusers' `__init__` arguments, snake_case); `unet.config` has this type, frozen. */
+export interface UNet2DConfig extends Config {
+  /**
+   * The picture side the model was trained at (a number in every diffusers config.json this kit loads). diffusers'
+   * default is null, and UNet2DModel also takes [height, width]: such a config loads and keeps its value as on disk.
+   */
+  sample_size: number;
   in_channels: number;
   out_channels: number;
   center_input_sample: boolean;
@@ -133,6 +138,7 @@ export class UNet2DModel extends ModelMixin {
     },
   };
 
+  declare readonly config: Readonly<UNet2DConfig>;
   readonly conv_in: Conv2d;
   readonly time_proj: Timesteps;
   readonly time_embedding: TimestepEmbedding;

@@ -14,6 +14,13 @@ export interface Img2ImgCallOptions extends Omit<StableDiffusionCallOptions, "he
   strength?: number;
 }
 
+/** A list of generators must have one per generated picture (a single Generator serves them all). */
+export function checkGeneratorCount(generator: Generator | Generator[] | undefined, batch: number): void {
+  if (Array.isArray(generator) && generator.length !== batch) {
+    throw new Error(`generator: a list of ${generator.length} generators was given for ${batch} pictures; pass one per picture or a single Generator`);
+  }
+}
+
 /** diffusers' get_timesteps: the last int(n·strength) steps of the schedule. */
 export function img2imgTimesteps(timesteps: number[], numInferenceSteps: number, strength: number, order = 1): { timesteps: number[]; tStart: number } {
   const initTimestep = Math.min(Math.floor(numInferenceSteps * strength), numInferenceSteps);
@@ -24,7 +31,7 @@ export function img2imgTimesteps(timesteps: number[], numInferenceSteps: number,
 export class StableDiffusionImg2ImgPipeline extends StableDiffusionPipeline {
   /** scaling_factor · sample of q(z | x) for each picture (one generator per picture when a list is given). */
   encodeImageLatents(image: tf.Tensor4D, batch: number, generator?: Generator | Generator[]): tf.Tensor4D {
-    const scaling = (this.vae.config.scaling_factor as number | undefined) ?? 0.18215;
+    const scaling = this.vae.config.scaling_factor;
     const reps = image.shape[0] < batch && batch % image.shape[0] === 0 ? batch / image.shape[0] : 1;
     if (image.shape[0] * reps !== batch && image.shape[0] !== batch) {
       throw new Error(`image has ${image.shape[0]} pictures but ${batch} are generated; give 1 picture or one per generated picture`);
@@ -82,22 +89,41 @@ export class StableDiffusionImg2ImgPipeline extends StableDiffusionPipeline {
     } catch (e) { picture.dispose(); throw e; }
     const x = normalize(picture);
     picture.dispose();
-    const { embeds, batch, doCfg, guidance } = this.prepareText(opts);
-    if (Array.isArray(opts.generator) && opts.generator.length !== batch) {
-      tf.dispose([x, embeds]);
-      throw new Error(`generator: a list of ${opts.generator.length} generators was given for ${batch} pictures; pass one per picture or a single Generator`);
+    let final: tf.Tensor4D;
+    try {
+      let text: ReturnType<StableDiffusionImg2ImgPipeline["prepareText"]>;
+      try {
+        text = this.prepareText(opts);
+      } catch (e) {
+        x.dispose();
+        throw e;
+      }
+      const { embeds, batch, doCfg, guidance } = text;
+      let latents: tf.Tensor4D;
+      try {
+        checkGeneratorCount(opts.generator, batch);
+        // random draws in diffusers' order: the VAE's latent sample, then the noise for add_noise
+        const init = this.encodeImageLatents(x, batch, opts.generator);
+        try {
+          latents = tf.tidy(() => {
+            const [b, h, w, c] = init.shape;
+            const noise = tf.transpose(randnTensor([b, c, h, w], { generator: opts.generator }), [0, 2, 3, 1]);
+            return this.scheduler.addNoise(init, noise, Array(b).fill(timesteps[0]));
+          });
+        } finally {
+          init.dispose();
+        }
+      } catch (e) {
+        embeds.dispose();
+        throw e;
+      } finally {
+        x.dispose();
+      }
+      (this.scheduler as { setBeginIndex?: (i: number) => void }).setBeginIndex?.(tStart * this.scheduler.order);
+      final = await this.denoise(latents, timesteps, embeds, opts, { guidance, doCfg });
+    } catch (e) {
+      return this.abandonCall(e);
     }
-    // random draws in diffusers' order: the VAE's latent sample, then the noise for add_noise
-    const init = this.encodeImageLatents(x, batch, opts.generator);
-    x.dispose();
-    const latents = tf.tidy(() => {
-      const [b, h, w, c] = init.shape;
-      const noise = tf.transpose(randnTensor([b, c, h, w], { generator: opts.generator }), [0, 2, 3, 1]);
-      return this.scheduler.addNoise(init, noise, Array(b).fill(timesteps[0])) as tf.Tensor4D;
-    });
-    init.dispose();
-    (this.scheduler as { setBeginIndex?: (i: number) => void }).setBeginIndex?.(tStart * this.scheduler.order);
-    const final = await this.denoise(latents, timesteps, embeds, opts, { guidance, doCfg });
     return this.finish(final, opts.outputType ?? "png");
   }
 }

@@ -138,7 +138,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
 
   /** 2^(levels - 1): 8 for SD's VAE. */
   get vaeScaleFactor(): number {
-    return 2 ** ((this.vae.config.block_out_channels as number[]).length - 1);
+    return 2 ** (this.vae.config.block_out_channels.length - 1);
   }
 
   /** The CLIP embeddings [b, 77, d] of texts, padded/truncated to the tokenizer's 77 tokens. */
@@ -187,7 +187,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
 
   /** Initial latents [B, h/8, w/8, C]: drawn in diffusers' NCHW order from `generator`, times initNoiseSigma. */
   prepareLatents(batch: number, height: number, width: number, generator?: Generator | Generator[], latents?: tf.Tensor4D): tf.Tensor4D {
-    const c = this.unet.config.in_channels as number;
+    const c = this.unet.config.in_channels;
     const h = height / this.vaeScaleFactor, w = width / this.vaeScaleFactor;
     if (Array.isArray(generator) && generator.length !== batch) {
       throw new Error(`generator: a list of ${generator.length} generators was given for ${batch} pictures (batch × numImagesPerPrompt); pass one per picture or a single Generator`);
@@ -201,7 +201,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
         }
         x = latents;
       } else {
-        x = tf.transpose(randnTensor([batch, c, h, w], { generator }), [0, 2, 3, 1]) as tf.Tensor4D;
+        x = tf.transpose(randnTensor([batch, c, h, w], { generator }), [0, 2, 3, 1]);
       }
       return tf.mul(x, this.scheduler.initNoiseSigma) as tf.Tensor4D;
     });
@@ -215,7 +215,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
       let input = this.scheduler.scaleModelInput(doubled, t);
       // inpainting UNets take [latents, mask, masked-image latents] on the channel axis
       if (extraInput) input = tf.concat([input, extraInput], 3);
-      const eps = this.unet.forward(input as tf.Tensor4D, t, embeds, { crossAttentionKwargs }).sample;
+      const eps = this.unet.forward(input, t, embeds, { crossAttentionKwargs }).sample;
       if (!doCfg) return eps;
       const [uncond, cond] = tf.split(eps, 2, 0);
       return tf.add(uncond, tf.mul(tf.sub(cond, uncond), guidanceScale)) as tf.Tensor4D;
@@ -227,7 +227,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
    * Infinity the VAE decodes is an error (clamping would hide it as black).
    */
   decodeLatents(latents: tf.Tensor4D): tf.Tensor4D {
-    const scaling = (this.vae.config.scaling_factor as number | undefined) ?? 0.18215;
+    const scaling = this.vae.config.scaling_factor;
     return tf.tidy(() => {
       const x = this.vae.decode(tf.div(latents, scaling) as tf.Tensor4D).sample;
       checkDecoded(`${this.constructor.name}.decodeLatents`, x);
@@ -286,10 +286,10 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     const calls: PlannedCall[] = [];
     if (!opts.promptEmbeds) calls.push({ component: "text_encoder", call: { kind: "text", batch: prompts, length: tokens } });
     if (encodes) calls.push({ component: "vae", call: { kind: "vae-encode", pixels: [pictures, height, width, 3] } });
-    const channels = this.unet.config.in_channels as number;
+    const channels = this.unet.config.in_channels;
     calls.push({ component: "unet", call: { kind: "unet", sample: [pictures * (doCfg ? 2 : 1), height / f, width / f, channels], textLength: tokens } });
     if (opts.outputType !== "latent" || opts.previewEvery) {
-      calls.push({ component: "vae", call: { kind: "vae-decode", latents: [pictures, height / f, width / f, this.vae.config.latent_channels as number] } });
+      calls.push({ component: "vae", call: { kind: "vae-decode", latents: [pictures, height / f, width / f, this.vae.config.latent_channels] } });
     }
     const what = `${this.constructor.name} ${width}x${height}, ${pictures} picture${pictures === 1 ? "" : "s"}${doCfg ? ", CFG" : ""}`;
     return { what, calls };
@@ -330,7 +330,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
           const out = this.scheduler.step(eps, t, latents, stepKwargs);
           (out as { predOriginalSample?: tf.Tensor }).predOriginalSample?.dispose();
           latents.dispose();
-          latents = out.prevSample as tf.Tensor4D;
+          latents = out.prevSample;
           // NaN / Infinity stops the loop at the step that made it, naming the unet or the scheduler
           checkDenoiseStep({ where: `${this.constructor.name}.generate`, index: i, total: timesteps.length, timestep: t,
             scheduler: this.scheduler.constructor.name, modelOutputIs: doCfg ? `noise prediction after classifier-free guidance, guidanceScale ${guidance}` : "noise prediction" }, eps, latents);
@@ -361,27 +361,40 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     return latents;
   }
 
-  /** Final latents -> the requested output (takes ownership of `latents`). */
-  protected async finish(latents: tf.Tensor4D, outputType: OutputType | "latent"): Promise<StableDiffusionOutput<tf.Tensor4D | Buffer[]>> {
-    if (outputType === "latent") {
-      this.maybeFreeModelHooks();
-      return { images: latents };
-    }
-    let pictures: tf.Tensor4D;
+  /**
+   * The end of every generate: final latents -> the requested output (takes ownership of `latents`), and offloaded
+   * models free their weights (diffusers' maybe_free_model_hooks), also when decoding fails. `afterDecode` takes the
+   * decoded pictures [B,H,W,3] in [0,1] and returns the ones to output (it owns both; inpainting pastes pixels back).
+   * A call that fails before it gets here frees the hooks with `abandonCall`.
+   */
+  protected async finish(latents: tf.Tensor4D, outputType: OutputType | "latent",
+    afterDecode?: (pictures: tf.Tensor4D) => tf.Tensor4D): Promise<StableDiffusionOutput<tf.Tensor4D | Buffer[]>> {
     try {
-      pictures = this.decodeLatents(latents);
+      if (outputType === "latent") return { images: latents };
+      let pictures: tf.Tensor4D;
+      try {
+        pictures = this.decodeLatents(latents);
+      } finally {
+        latents.dispose();
+      }
+      if (afterDecode) pictures = afterDecode(pictures);
+      return { images: await postprocessImages(pictures, outputType) };
     } finally {
-      latents.dispose();
+      this.maybeFreeModelHooks();
     }
+  }
+
+  /** A generate that fails before `finish`: offloaded models free the weights it loaded, as finish does; rethrows `e`. */
+  protected abandonCall(e: unknown): never {
     this.maybeFreeModelHooks();
-    return { images: await postprocessImages(pictures, outputType) };
+    throw e;
   }
 
   /** diffusers: `pipe(prompt, ...)`; returns `{ images }` (PNG buffers by default, a tensor for "np"/"tensor"/"latent"). */
   async generate(opts: StableDiffusionCallOptions & { outputType: "np" | "tensor" | "latent" }): Promise<StableDiffusionOutput<tf.Tensor4D>>;
   async generate(opts: StableDiffusionCallOptions): Promise<StableDiffusionOutput>;
   async generate(opts: StableDiffusionCallOptions): Promise<StableDiffusionOutput> {
-    const sample = this.unet.config.sample_size as number;
+    const sample = this.unet.config.sample_size;
     const height = opts.height ?? sample * this.vaeScaleFactor;
     const width = opts.width ?? sample * this.vaeScaleFactor;
     this.checkCallOptions(opts);
@@ -389,15 +402,19 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
     const plan = this.memoryCalls(opts, height, width);
     this.planMemory(plan.what, plan.calls);
     this.scheduler.setTimesteps(opts.numInferenceSteps ?? 50); // before any tensor: its errors leak nothing
-    const { embeds, batch, doCfg, guidance } = this.prepareText(opts);
     let latents: tf.Tensor4D;
     try {
-      latents = this.prepareLatents(batch, height, width, opts.generator, opts.latents);
+      const { embeds, batch, doCfg, guidance } = this.prepareText(opts);
+      try {
+        latents = this.prepareLatents(batch, height, width, opts.generator, opts.latents);
+      } catch (e) {
+        embeds.dispose();
+        throw e;
+      }
+      latents = await this.denoise(latents, this.scheduler.timesteps, embeds, opts, { guidance, doCfg });
     } catch (e) {
-      embeds.dispose();
-      throw e;
+      return this.abandonCall(e);
     }
-    latents = await this.denoise(latents, this.scheduler.timesteps, embeds, opts, { guidance, doCfg });
     return this.finish(latents, opts.outputType ?? "png");
   }
 

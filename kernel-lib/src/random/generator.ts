@@ -11,6 +11,22 @@
 //     uniforms, returns r cos(theta) and caches r sin(theta) in the generator.
 import * as tf from "@tensorflow/tfjs";
 
+/**
+ * The tfjs tensor type of a shape: a literal of 1 to 6 numbers gives tf.Tensor1D ... tf.Tensor6D (so
+ * `randn([1, 4, 64, 64])` is a tf.Tensor4D, ready for `tf.transpose` and `unet.forward`), [] a tf.Scalar,
+ * a `number[]` of unknown length a tf.Tensor.
+ */
+export type TensorOfShape<S extends readonly number[]> = number[] extends S
+  ? tf.Tensor
+  : S extends readonly [] ? tf.Scalar
+  : S extends readonly [number] ? tf.Tensor1D
+  : S extends readonly [number, number] ? tf.Tensor2D
+  : S extends readonly [number, number, number] ? tf.Tensor3D
+  : S extends readonly [number, number, number, number] ? tf.Tensor4D
+  : S extends readonly [number, number, number, number, number] ? tf.Tensor5D
+  : S extends readonly [number, number, number, number, number, number] ? tf.Tensor<tf.Rank.R6>
+  : tf.Tensor;
+
 const N = 624; // MT19937 state size
 const M = 397;
 const MATRIX_A = 0x9908b0df;
@@ -247,14 +263,14 @@ export class Generator {
     return out;
   }
 
-  /** `torch.randn(shape, generator=g)` as a float32 tf.Tensor. */
-  randn(shape: number[]): tf.Tensor {
-    return tf.tensor(this.randnArray(shape), shape, "float32");
+  /** `torch.randn(shape, generator=g)` as a float32 tf.Tensor (a 4-number shape gives a tf.Tensor4D). */
+  randn<S extends number[]>(shape: [...S]): TensorOfShape<S> {
+    return tf.tensor(this.randnArray(shape), shape, "float32") as TensorOfShape<S>;
   }
 
-  /** `torch.rand(shape, generator=g)` as a float32 tf.Tensor. */
-  rand(shape: number[]): tf.Tensor {
-    return tf.tensor(this.randArray(shape), shape, "float32");
+  /** `torch.rand(shape, generator=g)` as a float32 tf.Tensor (a 4-number shape gives a tf.Tensor4D). */
+  rand<S extends number[]>(shape: [...S]): TensorOfShape<S> {
+    return tf.tensor(this.randArray(shape), shape, "float32") as TensorOfShape<S>;
   }
 
   /** A copy of the full state (`g.get_state()`), for replaying draws with setState. */
@@ -342,12 +358,12 @@ export function manualSeed(seed: number | bigint): Generator {
  * (a list of length 1 acts like a single generator, as in diffusers). Without a generator the
  * default generator is used.
  */
-export function randnTensor(shape: number[], opts: { generator?: Generator | Generator[] } = {}): tf.Tensor {
+export function randnTensor<S extends number[]>(shape: [...S], opts: { generator?: Generator | Generator[] } = {}): TensorOfShape<S> {
   const n = numelOf(shape, "randnTensor");
   let gen = opts.generator;
   if (Array.isArray(gen) && gen.length === 1) gen = gen[0];
   if (!Array.isArray(gen)) {
-    return tf.tensor((gen ?? defaultGenerator()).randnArray(shape), shape, "float32");
+    return tf.tensor((gen ?? defaultGenerator()).randnArray(shape), shape, "float32") as TensorOfShape<S>;
   }
   const batch = shape.length > 0 ? shape[0] : 1;
   if (shape.length === 0 || gen.length !== batch) {
@@ -363,5 +379,5 @@ export function randnTensor(shape: number[], opts: { generator?: Generator | Gen
     if (!(gen[i] instanceof Generator)) throw new TypeError(`randnTensor: generator[${i}] is not a Generator`);
     out.set(gen[i].randnArray(rowShape), i * rowLen);
   }
-  return tf.tensor(out, shape, "float32");
+  return tf.tensor(out, shape, "float32") as TensorOfShape<S>;
 }

@@ -27,41 +27,41 @@ function alphaScales(className: string, method: string, alphasCumprod: Float32Ar
  * `add_noise` of alpha-based schedulers (DDPM eq. 4 / closed form of q(x_t | x_0)):
  * x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, one t per batch item. Returns a new tensor.
  */
-export function addNoiseWithAlphas(
+export function addNoiseWithAlphas<T extends tf.Tensor>(
   className: string,
   alphasCumprod: Float32Array,
-  originalSamples: tf.Tensor,
+  originalSamples: T,
   noise: tf.Tensor,
   timesteps: number | number[] | tf.Tensor,
-): tf.Tensor {
+): T {
   return tf.tidy(() => {
     const [sa, s1] = alphaScales(className, "addNoise", alphasCumprod, timesteps, originalSamples.shape);
-    return tf.add(tf.mul(sa, originalSamples), tf.mul(s1, noise));
+    return tf.add<T>(tf.mul(sa, originalSamples), tf.mul(s1, noise)); // the samples' shape (per-item scalars broadcast)
   });
 }
 
 /** `get_velocity` (Salimans & Ho 2022, v-parameterisation): v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0. */
-export function velocityWithAlphas(
+export function velocityWithAlphas<T extends tf.Tensor>(
   className: string,
   alphasCumprod: Float32Array,
-  sample: tf.Tensor,
+  sample: T,
   noise: tf.Tensor,
   timesteps: number | number[] | tf.Tensor,
-): tf.Tensor {
+): T {
   return tf.tidy(() => {
     const [sa, s1] = alphaScales(className, "getVelocity", alphasCumprod, timesteps, sample.shape);
-    return tf.sub(tf.mul(sa, noise), tf.mul(s1, sample));
+    return tf.sub<T>(tf.mul(sa, noise), tf.mul(s1, sample));
   });
 }
 
 /** Per-batch-item noising with sigmas (the multistep schedulers' add_noise): alpha_t x_0 + sigma_t eps. */
-export function multistepAddNoise(
+export function multistepAddNoise<T extends tf.Tensor>(
   className: string,
   sched: { timesteps: number[]; sigmas: Float32Array; beginIndex: number | null; stepIndex: number | null; numTrain: number },
-  originalSamples: tf.Tensor,
+  originalSamples: T,
   noise: tf.Tensor,
   timesteps: number | number[] | tf.Tensor,
-): tf.Tensor {
+): T {
   // within the training range (or up to a steps_offset past it), as step() checks
   const ts = timestepList(`${className}.addNoise`, timesteps, Math.max(sched.numTrain, (sched.timesteps[0] ?? 0) + 1));
   let idx: number[];
@@ -76,7 +76,7 @@ export function multistepAddNoise(
   const as = idx.map((i) => sigmaToAlphaSigmaT(sched.sigmas[i]));
   const bshape = [idx.length, ...shape.slice(1).map(() => 1)];
   return tf.tidy(() =>
-    tf.add(
+    tf.add<T>(
       tf.mul(tf.tensor(as.map((p) => p[0]), bshape, "float32"), originalSamples),
       tf.mul(tf.tensor(as.map((p) => p[1]), bshape, "float32"), noise),
     ),

@@ -13,3 +13,12 @@ export function checkShape(what: string, a: tf.Tensor, shape: number[]): void {
     throw new RangeError(`${what}: shape [${a.shape}] does not match the sample's shape [${shape}]`);
   }
 }
+
+/**
+ * A step's output typed as its sample: step() keeps the sample's shape, so a `tf.Tensor4D` sample gives a
+ * `tf.Tensor4D` result that fits `unet.forward` (checked here, so the type cannot claim a rank the tensor lacks).
+ */
+export function asSample<T extends tf.Tensor>(sample: T, x: tf.Tensor): T {
+  checkShape("scheduler step output", x, sample.shape);
+  return x as T;
+}

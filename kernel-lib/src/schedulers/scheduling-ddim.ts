@@ -17,7 +17,7 @@ import { checkNumInferenceSteps, integerTimestep, spacedTimesteps, type Timestep
 import { addNoiseWithAlphas, velocityWithAlphas } from "./add-noise.js";
 import { clipOrThreshold } from "./thresholding.js";
 import { type NoiseOptions, stepNoise } from "./noise.js";
-import { checkShape } from "./sample-layout.js";
+import { asSample, checkShape } from "./sample-layout.js";
 
 const f32 = Math.fround;
 
@@ -43,7 +43,7 @@ export interface DDIMSchedulerConfig extends Config {
 }
 
 /** `DDIMSchedulerOutput`: prev_sample and pred_original_sample (both new tensors the caller owns). */
-export type DDIMSchedulerOutput = SchedulerOutputWithOriginal;
+export type DDIMSchedulerOutput<T extends tf.Tensor = tf.Tensor> = SchedulerOutputWithOriginal<T>;
 
 export interface DDIMStepOptions extends NoiseOptions {
   /** eta in eq. 16 (0 = deterministic DDIM, 1 = DDPM-like). Default 0. */
@@ -117,7 +117,7 @@ export class DDIMScheduler extends SchedulerMixin {
    * drawn from `generator` (NCHW order) unless given as `noise` / `varianceNoise`.
    * Inputs are not disposed; both outputs are new tensors.
    */
-  step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor, options: DDIMStepOptions = {}): DDIMSchedulerOutput {
+  step<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T, options: DDIMStepOptions = {}): DDIMSchedulerOutput<T> {
     const name = DDIMScheduler.className;
     const c = this.config;
     if (this.numInferenceSteps === null) {
@@ -173,17 +173,17 @@ export class DDIMScheduler extends SchedulerMixin {
         const z = stepNoise(name, sample.shape, { generator: options.generator, noise });
         prev = tf.add(prev, tf.mul(z, std));
       }
-      return { prevSample: prev, predOriginalSample };
+      return { prevSample: asSample(sample, prev), predOriginalSample: asSample(sample, predOriginalSample) };
     });
   }
 
   /** Forward process q(x_t | x_0): one timestep per batch item (or one for all). */
-  addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+  addNoise<T extends tf.Tensor>(originalSamples: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T {
     return addNoiseWithAlphas(DDIMScheduler.className, this.alphasCumprod, originalSamples, noise, timesteps);
   }
 
   /** The v-prediction target for `sample` (= x_0) and `noise` at `timesteps`. */
-  getVelocity(sample: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+  getVelocity<T extends tf.Tensor>(sample: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T {
     return velocityWithAlphas(DDIMScheduler.className, this.alphasCumprod, sample, noise, timesteps);
   }
 }

@@ -17,7 +17,7 @@ import { checkNumInferenceSteps, integerTimestep, spacedTimesteps, type Timestep
 import { addNoiseWithAlphas, velocityWithAlphas } from "./add-noise.js";
 import { clipOrThreshold } from "./thresholding.js";
 import { type NoiseOptions, stepNoise } from "./noise.js";
-import { channelAxis, checkShape } from "./sample-layout.js";
+import { channelAxis, asSample, checkShape } from "./sample-layout.js";
 
 const f32 = Math.fround;
 
@@ -53,7 +53,7 @@ export interface DDPMSchedulerConfig extends Config {
 }
 
 /** `DDPMSchedulerOutput`: prev_sample and pred_original_sample (both new tensors the caller owns). */
-export type DDPMSchedulerOutput = SchedulerOutputWithOriginal;
+export type DDPMSchedulerOutput<T extends tf.Tensor = tf.Tensor> = SchedulerOutputWithOriginal<T>;
 
 /** Step options: `generator` draws the variance noise (NCHW order), or pass it as `noise` (sample layout). */
 export type DDPMStepOptions = NoiseOptions;
@@ -158,7 +158,7 @@ export class DDPMScheduler extends SchedulerMixin {
    * last axis, for learned variances). Noise is drawn for t > 0 only (from `generator`, or `noise`).
    * Inputs are not disposed; both outputs are new tensors.
    */
-  step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor, options: DDPMStepOptions = {}): DDPMSchedulerOutput {
+  step<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T, options: DDPMStepOptions = {}): DDPMSchedulerOutput<T> {
     const name = DDPMScheduler.className;
     const c = this.config;
     const t = integerTimestep(name, timestep, this.alphasCumprod.length);
@@ -230,17 +230,17 @@ export class DDPMScheduler extends SchedulerMixin {
         }
         prev = tf.add(prev, noiseTerm);
       }
-      return { prevSample: prev, predOriginalSample };
+      return { prevSample: asSample(sample, prev), predOriginalSample: asSample(sample, predOriginalSample) };
     });
   }
 
   /** Forward process q(x_t | x_0) for training / img2img: one timestep per batch item (or one for all). */
-  addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+  addNoise<T extends tf.Tensor>(originalSamples: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T {
     return addNoiseWithAlphas(DDPMScheduler.className, this.alphasCumprod, originalSamples, noise, timesteps);
   }
 
   /** The v-prediction target for `sample` (= x_0) and `noise` at `timesteps`. */
-  getVelocity(sample: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+  getVelocity<T extends tf.Tensor>(sample: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T {
     return velocityWithAlphas(DDPMScheduler.className, this.alphasCumprod, sample, noise, timesteps);
   }
 }

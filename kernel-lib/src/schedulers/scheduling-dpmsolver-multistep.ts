@@ -33,7 +33,7 @@ import { karrasSigmas, multistepKarrasSchedule, sigmasFromAlphasCumprod, sigmaTo
 import { multistepAddNoise } from "./add-noise.js";
 import { thresholdSample } from "./thresholding.js";
 import { type NoiseOptions, stepNoise } from "./noise.js";
-import { channelAxis, checkShape } from "./sample-layout.js";
+import { channelAxis, asSample, checkShape } from "./sample-layout.js";
 
 // shared helpers under the names this file had for them (its tests import them from here)
 export { karrasSigmas as multistepKarrasSigmas, multistepIndexForTimestep, multistepTimesteps, sigmaToAlphaSigmaT, sigmaToT as multistepSigmaToT };
@@ -427,7 +427,7 @@ export class DPMSolverMultistepScheduler extends IndexedSchedulerMixin {
    * final_sigmas_type "zero"). SDE variants draw noise from `generator` unless `noise` /
    * `varianceNoise` is given. Inputs are not disposed; prevSample is a new tensor.
    */
-  step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor, options: DPMSolverMultistepStepOptions = {}): SchedulerOutput {
+  step<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T, options: DPMSolverMultistepStepOptions = {}): SchedulerOutput<T> {
     const name = DPMSolverMultistepScheduler.className;
     const c = this.config;
     if (this.numInferenceSteps === null) {
@@ -470,11 +470,11 @@ export class DPMSolverMultistepScheduler extends IndexedSchedulerMixin {
     this._stepIndex = k + 1;
     // past the final step the history can never be used again: free it
     if (this._stepIndex === len) this.releaseHistory();
-    return { prevSample: prev };
+    return { prevSample: asSample(sample, prev) };
   }
 
   /** Forward noising at the schedule's sigmas: alpha_t x_0 + sigma_t eps (diffusers' add_noise). */
-  addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+  addNoise<T extends tf.Tensor>(originalSamples: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T {
     return multistepAddNoise(
       DPMSolverMultistepScheduler.className,
       { timesteps: this.timesteps, sigmas: this.sigmas, beginIndex: this._beginIndex, stepIndex: this._stepIndex, numTrain: this.config.num_train_timesteps },

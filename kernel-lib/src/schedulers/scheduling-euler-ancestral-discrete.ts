@@ -11,7 +11,7 @@ import { alphasFromBetas, type BetaSchedule } from "./betas.js";
 import { checkNumInferenceSteps, type Timestep, type TimestepSpacing } from "./timesteps.js";
 import { sigmasFromAlphasCumprod } from "./sigmas.js";
 import { type NoiseOptions, stepNoise } from "./noise.js";
-import { checkShape } from "./sample-layout.js";
+import { asSample, checkShape } from "./sample-layout.js";
 import { SIGMA_BETA_SCHEDULES, SigmaDiscreteScheduler, vPredictionX0 } from "./scheduling-euler-discrete.js";
 
 const f32 = Math.fround;
@@ -33,7 +33,7 @@ export interface EulerAncestralDiscreteSchedulerConfig extends Config {
 }
 
 /** prev_sample and pred_original_sample (new tensors the caller owns). */
-export type EulerAncestralDiscreteSchedulerOutput = SchedulerOutputWithOriginal;
+export type EulerAncestralDiscreteSchedulerOutput<T extends tf.Tensor = tf.Tensor> = SchedulerOutputWithOriginal<T>;
 
 /** Step options: `generator` draws the ancestral noise (NCHW order), or pass it as `noise` (sample layout). */
 export type EulerAncestralDiscreteStepOptions = NoiseOptions;
@@ -89,12 +89,12 @@ export class EulerAncestralDiscreteScheduler extends SigmaDiscreteScheduler {
    * x' = x + (sigma_down - sigma) d + sigma_up z. The noise z comes from `generator` (NCHW
    * order) or `noise`. Inputs are not disposed; both outputs are new tensors.
    */
-  step(
+  step<T extends tf.Tensor>(
     modelOutput: tf.Tensor,
     timestep: Timestep,
-    sample: tf.Tensor,
+    sample: T,
     options: EulerAncestralDiscreteStepOptions = {},
-  ): EulerAncestralDiscreteSchedulerOutput {
+  ): EulerAncestralDiscreteSchedulerOutput<T> {
     const name = EulerAncestralDiscreteScheduler.className;
     if (timestep instanceof tf.Tensor && timestep.dtype === "int32") {
       throw new TypeError(
@@ -119,7 +119,7 @@ export class EulerAncestralDiscreteScheduler extends SigmaDiscreteScheduler {
       const derivative = tf.div(tf.sub(sample, x0), sigma);
       const dt = f32(sigmaDown - sigma);
       const prev = tf.add(tf.add(sample, tf.mul(derivative, dt)), tf.mul(noise, sigmaUp));
-      return { prevSample: prev, predOriginalSample: x0 };
+      return { prevSample: asSample(sample, prev), predOriginalSample: asSample(sample, x0) };
     });
     noise.dispose();
     this._stepIndex = i + 1;

@@ -23,7 +23,7 @@ import { alphasFromBetas, type BetaSchedule } from "./betas.js";
 import { checkNumInferenceSteps, sigmaTimesteps, type Timestep, type TimestepSpacing, timestepValue } from "./timesteps.js";
 import { karrasSigmas, sigmasFromAlphasCumprod, sigmaToT } from "./sigmas.js";
 import { type NoiseOptions, stepNoise } from "./noise.js";
-import { checkShape } from "./sample-layout.js";
+import { asSample, checkShape } from "./sample-layout.js";
 
 // the sigma helpers under the names this file had for them (its tests import them from here)
 export { interpOnIndex, karrasSigmas, logF32, sigmasFromAlphasCumprod, sigmaToT };
@@ -138,7 +138,7 @@ export abstract class SigmaDiscreteScheduler extends IndexedSchedulerMixin {
   }
 
   /** Euler input scaling: x / sqrt(sigma^2 + 1) (Karras et al. 2022 Table 1, c_in for VP). New tensor. */
-  override scaleModelInput(sample: tf.Tensor, timestep?: Timestep): tf.Tensor {
+  override scaleModelInput<T extends tf.Tensor>(sample: T, timestep?: Timestep): T {
     if (timestep === undefined && this._stepIndex === null && this._beginIndex === null) {
       throw new Error(`${this.name}.scaleModelInput: pass the timestep (the first call finds the step index from it)`);
     }
@@ -158,7 +158,7 @@ export abstract class SigmaDiscreteScheduler extends IndexedSchedulerMixin {
    * item (or one for all). Timesteps are looked up in `timesteps` (or taken from the begin / step
    * index when a pipeline set one). Returns a new tensor.
    */
-  addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+  addNoise<T extends tf.Tensor>(originalSamples: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T {
     checkShape(`${this.name}.addNoise: noise`, noise, originalSamples.shape);
     let list: number[];
     if (typeof timesteps === "number") list = [timesteps];
@@ -207,7 +207,7 @@ export interface EulerDiscreteSchedulerConfig extends Config {
 }
 
 /** `EulerDiscreteSchedulerOutput`: prev_sample and pred_original_sample (new tensors the caller owns). */
-export type EulerDiscreteSchedulerOutput = SchedulerOutputWithOriginal;
+export type EulerDiscreteSchedulerOutput<T extends tf.Tensor = tf.Tensor> = SchedulerOutputWithOriginal<T>;
 
 /** Step options: the churn of Karras et al. 2022 Alg. 2 (S_churn, S_tmin, S_tmax, S_noise) and its noise. */
 export interface EulerDiscreteStepOptions extends NoiseOptions {
@@ -318,7 +318,7 @@ export class EulerDiscreteScheduler extends SigmaDiscreteScheduler {
    * stays in step) unless given as `noise`; it only matters when gamma > 0.
    * Inputs are not disposed; both outputs are new tensors.
    */
-  step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor, options: EulerDiscreteStepOptions = {}): EulerDiscreteSchedulerOutput {
+  step<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T, options: EulerDiscreteStepOptions = {}): EulerDiscreteSchedulerOutput<T> {
     const name = EulerDiscreteScheduler.className;
     if (timestep instanceof tf.Tensor && timestep.dtype === "int32") {
       throw new TypeError(
@@ -351,7 +351,7 @@ export class EulerDiscreteScheduler extends SigmaDiscreteScheduler {
       // 2. ODE derivative d = (x - x_0) / sigma_hat, Euler step to sigma_next
       const derivative = tf.div(tf.sub(x, x0), sigmaHat);
       const dt = f32(this.sigmas[i + 1] - sigmaHat);
-      return { prevSample: tf.add(x, tf.mul(derivative, dt)), predOriginalSample: x0 };
+      return { prevSample: asSample(sample, tf.add(x, tf.mul(derivative, dt))), predOriginalSample: asSample(sample, x0) };
     });
     noise.dispose();
     this._stepIndex = i + 1;

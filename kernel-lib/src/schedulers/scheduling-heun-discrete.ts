@@ -10,7 +10,7 @@ import { KarrasDiffusionSchedulers, type PredictionType, registerScheduler, type
 import { cumprodF32 } from "./float32.js";
 import { alphasFromBetas, type BetaSchedule, betasForAlphaBar } from "./betas.js";
 import { checkNumInferenceSteps, type Timestep, type TimestepSpacing } from "./timesteps.js";
-import { checkShape } from "./sample-layout.js";
+import { asSample, checkShape } from "./sample-layout.js";
 import { SIGMA_BETA_SCHEDULES, SigmaDiscreteScheduler, vPredictionX0 } from "./scheduling-euler-discrete.js";
 
 const f32 = Math.fround;
@@ -34,7 +34,7 @@ export interface HeunDiscreteSchedulerConfig extends Config {
 }
 
 /** `SchedulerOutput`: prev_sample only (a new tensor the caller owns), as diffusers. */
-export type HeunDiscreteSchedulerOutput = SchedulerOutput;
+export type HeunDiscreteSchedulerOutput<T extends tf.Tensor = tf.Tensor> = SchedulerOutput<T>;
 
 export class HeunDiscreteScheduler extends SigmaDiscreteScheduler {
   static override readonly className: string = "HeunDiscreteScheduler";
@@ -122,7 +122,7 @@ export class HeunDiscreteScheduler extends SigmaDiscreteScheduler {
    * x are kept). Second order: d' = (x' - x_0') / sigma_next, x_next = x + dt (d + d') / 2.
    * x_0 is clipped to +-clip_sample_range when clip_sample. Inputs are not disposed; the output is new.
    */
-  step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor): HeunDiscreteSchedulerOutput {
+  step<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T): HeunDiscreteSchedulerOutput<T> {
     const name = HeunDiscreteScheduler.className;
     checkShape(`${name}.step: modelOutput`, modelOutput, sample.shape);
     if (this._stepIndex === null) this.initStepIndex(timestep);
@@ -167,7 +167,7 @@ export class HeunDiscreteScheduler extends SigmaDiscreteScheduler {
       this.dispose();
     }
     this._stepIndex = i + 1;
-    return { prevSample };
+    return { prevSample: asSample(sample, prevSample) };
   }
 }
 

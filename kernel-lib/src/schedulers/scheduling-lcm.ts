@@ -15,7 +15,7 @@ import { checkNumInferenceSteps, integerTimestep, type Timestep, type TimestepSp
 import { addNoiseWithAlphas, velocityWithAlphas } from "./add-noise.js";
 import { clipOrThreshold } from "./thresholding.js";
 import { type NoiseOptions, stepNoise } from "./noise.js";
-import { checkShape } from "./sample-layout.js";
+import { asSample, checkShape } from "./sample-layout.js";
 
 const f32 = Math.fround;
 
@@ -43,9 +43,9 @@ export interface LCMSchedulerConfig extends Config {
 }
 
 /** `LCMSchedulerOutput`: the next sample and the consistency-function output (both new tensors). */
-export interface LCMSchedulerOutput extends SchedulerOutput {
+export interface LCMSchedulerOutput<T extends tf.Tensor = tf.Tensor> extends SchedulerOutput<T> {
   /** f(x_t, t) = c_skip x_t + c_out x_0: the model's denoised estimate. */
-  denoised: tf.Tensor;
+  denoised: T;
 }
 
 export interface LCMSetTimestepsOptions {
@@ -220,7 +220,7 @@ export class LCMScheduler extends IndexedSchedulerMixin {
    * sqrt(1 - abar_prev) z. z comes from `generator` (NCHW order) unless given as `noise`.
    * Inputs are not disposed; both outputs are new tensors.
    */
-  step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor, options: NoiseOptions = {}): LCMSchedulerOutput {
+  step<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T, options: NoiseOptions = {}): LCMSchedulerOutput<T> {
     const name = LCMScheduler.className;
     const c = this.config;
     if (this.numInferenceSteps === null) {
@@ -256,7 +256,7 @@ export class LCMScheduler extends IndexedSchedulerMixin {
         noise === null
           ? tf.clone(denoised)
           : tf.add(tf.mul(denoised, f32(Math.sqrt(ap))), tf.mul(noise, f32(Math.sqrt(f32(1 - ap)))));
-      return { prevSample, denoised };
+      return { prevSample: asSample(sample, prevSample), denoised: asSample(sample, denoised) };
     });
     noise?.dispose();
     this._stepIndex = k + 1;
@@ -264,12 +264,12 @@ export class LCMScheduler extends IndexedSchedulerMixin {
   }
 
   /** Forward process q(x_t | x_0): one timestep per batch item (or one for all). */
-  addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+  addNoise<T extends tf.Tensor>(originalSamples: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T {
     return addNoiseWithAlphas(LCMScheduler.className, this.alphasCumprod, originalSamples, noise, timesteps);
   }
 
   /** The v-prediction target for `sample` (= x_0) and `noise` at `timesteps`. */
-  getVelocity(sample: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+  getVelocity<T extends tf.Tensor>(sample: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T {
     return velocityWithAlphas(LCMScheduler.className, this.alphasCumprod, sample, noise, timesteps);
   }
 }

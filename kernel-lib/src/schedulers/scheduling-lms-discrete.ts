@@ -19,7 +19,7 @@ import {
 import { cumprodF32 } from "./float32.js";
 import { alphasFromBetas, type BetaSchedule } from "./betas.js";
 import { checkNumInferenceSteps, type Timestep, type TimestepSpacing } from "./timesteps.js";
-import { checkShape } from "./sample-layout.js";
+import { asSample, checkShape } from "./sample-layout.js";
 import { SIGMA_BETA_SCHEDULES, SigmaDiscreteScheduler, vPredictionX0 } from "./scheduling-euler-discrete.js";
 
 /** LMSDiscreteScheduler's config (diffusers' `__init__` arguments, snake_case). */
@@ -36,7 +36,7 @@ export interface LMSDiscreteSchedulerConfig extends Config {
 }
 
 /** prev_sample and pred_original_sample (new tensors the caller owns). */
-export type LMSDiscreteSchedulerOutput = SchedulerOutputWithOriginal;
+export type LMSDiscreteSchedulerOutput<T extends tf.Tensor = tf.Tensor> = SchedulerOutputWithOriginal<T>;
 
 export interface LMSDiscreteStepOptions {
   /** Order of the multistep method (how many past derivatives are combined). Default 4. */
@@ -167,7 +167,7 @@ export class LMSDiscreteScheduler extends SigmaDiscreteScheduler {
    * x_{i+1} = x_i + sum_k c_k d_{i-k} over min(i + 1, order) derivatives.
    * Inputs are not disposed; both outputs are new tensors.
    */
-  step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor, options: LMSDiscreteStepOptions = {}): LMSDiscreteSchedulerOutput {
+  step<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T, options: LMSDiscreteStepOptions = {}): LMSDiscreteSchedulerOutput<T> {
     const name = LMSDiscreteScheduler.className;
     const order = options.order ?? 4;
     if (!Number.isInteger(order) || order < 1) throw new RangeError(`${name}.step: order must be an integer >= 1, got ${String(order)}`);
@@ -197,7 +197,7 @@ export class LMSDiscreteScheduler extends SigmaDiscreteScheduler {
       return acc === null ? tf.clone(sample) : tf.add(sample, acc);
     });
     this._stepIndex = i + 1;
-    return { prevSample, predOriginalSample: x0 };
+    return { prevSample: asSample(sample, prevSample), predOriginalSample: asSample(sample, x0) };
   }
 }
 

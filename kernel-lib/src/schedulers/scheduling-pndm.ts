@@ -12,7 +12,7 @@ import { cumprodF32 } from "./float32.js";
 import { alphasFromBetas, type BetaSchedule } from "./betas.js";
 import { checkNumInferenceSteps, spacedTimesteps, type Timestep, type TimestepSpacing, timestepValue } from "./timesteps.js";
 import { addNoiseWithAlphas } from "./add-noise.js";
-import { checkShape } from "./sample-layout.js";
+import { asSample, checkShape } from "./sample-layout.js";
 
 const f32 = Math.fround;
 
@@ -35,7 +35,7 @@ export interface PNDMSchedulerConfig extends Config {
 }
 
 /** `SchedulerOutput`: prev_sample only (a new tensor the caller owns), as diffusers. */
-export type PNDMSchedulerOutput = SchedulerOutput;
+export type PNDMSchedulerOutput<T extends tf.Tensor = tf.Tensor> = SchedulerOutput<T>;
 
 export class PNDMScheduler extends SchedulerMixin {
   static override readonly className: string = "PNDMScheduler";
@@ -147,7 +147,7 @@ export class PNDMScheduler extends SchedulerMixin {
   }
 
   /** One step: a Runge–Kutta stage during the warm-up, else a PLMS step. Inputs are not disposed; the output is new. */
-  step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor): PNDMSchedulerOutput {
+  step<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T): PNDMSchedulerOutput<T> {
     if (this.counter < this.prkTimesteps.length && !this.config.skip_prk_steps) return this.stepPrk(modelOutput, timestep, sample);
     return this.stepPlms(modelOutput, timestep, sample);
   }
@@ -163,7 +163,7 @@ export class PNDMScheduler extends SchedulerMixin {
    * Pseudo Runge–Kutta stage (eq. 13): in each group of 4 the model outputs are combined as
    * (e1 + 2 e2 + 2 e3 + e4) / 6; stages 1-3 step half / full intervals from the group's start x.
    */
-  stepPrk(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor): PNDMSchedulerOutput {
+  stepPrk<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T): PNDMSchedulerOutput<T> {
     this.checkReady("stepPrk", modelOutput, sample);
     const T = this.config.num_train_timesteps;
     const n = this.numInferenceSteps as number;
@@ -190,7 +190,7 @@ export class PNDMScheduler extends SchedulerMixin {
     const prevSample = this.prevSample(base, t, prevT, mo);
     if (ownMo) mo.dispose();
     this.counter++;
-    return { prevSample };
+    return { prevSample: asSample(sample, prevSample) };
   }
 
   private replaceCurModelOutput(t: tf.Tensor | null): void {
@@ -203,7 +203,7 @@ export class PNDMScheduler extends SchedulerMixin {
    * 1st: e_t (x kept), then (e_t + e_{t'}) / 2 from the kept x (improved Euler), then
    * (3 e_1 - e_2) / 2, (23 e_1 - 16 e_2 + 5 e_3) / 12, (55 e_1 - 59 e_2 + 37 e_3 - 9 e_4) / 24.
    */
-  stepPlms(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor): PNDMSchedulerOutput {
+  stepPlms<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T): PNDMSchedulerOutput<T> {
     const name = PNDMScheduler.className;
     this.checkReady("stepPlms", modelOutput, sample);
     if (!this.config.skip_prk_steps && this.ets.length < 3) {
@@ -227,7 +227,7 @@ export class PNDMScheduler extends SchedulerMixin {
     }
     const e = this.ets;
     const k = e.length;
-    let x = sample;
+    let x: tf.Tensor = sample;
     let mo: tf.Tensor;
     let dropCurSample = false;
     if (k === 1 && this.counter === 0) {
@@ -254,7 +254,7 @@ export class PNDMScheduler extends SchedulerMixin {
       this.curSample = null;
     }
     this.counter++;
-    return { prevSample };
+    return { prevSample: asSample(sample, prevSample) };
   }
 
   /**
@@ -289,7 +289,7 @@ export class PNDMScheduler extends SchedulerMixin {
   }
 
   /** Forward process q(x_t | x_0) (as DDPM): one timestep per batch item (or one for all). */
-  addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+  addNoise<T extends tf.Tensor>(originalSamples: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T {
     return addNoiseWithAlphas(PNDMScheduler.className, this.alphasCumprod, originalSamples, noise, timesteps);
   }
 }

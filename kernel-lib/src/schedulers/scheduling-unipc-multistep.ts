@@ -32,7 +32,7 @@ import {
 import { multistepKarrasSchedule, sigmasFromAlphasCumprod, sigmaToAlphaSigmaT, vpAt, vpTables } from "./sigmas.js";
 import { multistepAddNoise } from "./add-noise.js";
 import { thresholdSample } from "./thresholding.js";
-import { checkShape } from "./sample-layout.js";
+import { asSample, checkShape } from "./sample-layout.js";
 
 const f32 = Math.fround;
 
@@ -355,7 +355,7 @@ export class UniPCMultistepScheduler extends IndexedSchedulerMixin {
    * the step is in disable_corrector), then predict the next sample (UniP). Inputs are not
    * disposed; prevSample is a new tensor.
    */
-  step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor): SchedulerOutput {
+  step<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T): SchedulerOutput<T> {
     const name = UniPCMultistepScheduler.className;
     const c = this.config;
     if (this.numInferenceSteps === null) {
@@ -389,11 +389,11 @@ export class UniPCMultistepScheduler extends IndexedSchedulerMixin {
     if (this.lowerOrderNums < c.solver_order) this.lowerOrderNums += 1;
     this._stepIndex = k + 1;
     if (this._stepIndex === len) this.releaseHistory();
-    return { prevSample: prev };
+    return { prevSample: asSample(sample, prev) };
   }
 
   /** Forward noising at the schedule's sigmas: alpha_t x_0 + sigma_t eps (diffusers' add_noise). */
-  addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor {
+  addNoise<T extends tf.Tensor>(originalSamples: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T {
     return multistepAddNoise(
       UniPCMultistepScheduler.className,
       { timesteps: this.timesteps, sigmas: this.sigmas, beginIndex: this._beginIndex, stepIndex: this._stepIndex, numTrain: this.config.num_train_timesteps },

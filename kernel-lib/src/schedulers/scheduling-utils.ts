@@ -8,7 +8,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { type Config, type ConfigSpec, ConfigError, oneOf, readConfigFile, resolveConfig } from "../io/config.js";
+import { type Config, type ConfigSpec, ConfigError, deepFreeze, oneOf, readConfigFile, resolveConfig } from "../io/config.js";
 import { hubFileDownload, tryHubFile, type HubOptions } from "../hub/index.js";
 import { checkFinite, checkInteger } from "../utils/check-argument.js";
 import { type BetaSchedule, betasFromConfig } from "./betas.js";
@@ -51,14 +51,17 @@ export type KarrasDiffusionSchedulerName = (typeof KarrasDiffusionSchedulers)[nu
 // ---------------------------------------------------------------------------------------------
 // Output and option types
 
-/** `SchedulerOutput`: the sample for the next (earlier) timestep. Caller owns the tensor. */
-export interface SchedulerOutput {
-  prevSample: tf.Tensor;
+/**
+ * `SchedulerOutput`: the sample for the next (earlier) timestep. Caller owns the tensor. `T` is the sample's tensor
+ * type: a `tf.Tensor4D` sample gives a `tf.Tensor4D` prevSample, ready for `unet.forward`.
+ */
+export interface SchedulerOutput<T extends tf.Tensor = tf.Tensor> {
+  prevSample: T;
 }
 
 /** Output of schedulers that also report their x_0 estimate (DDPM, DDIM, PNDM-less ones...). Caller owns both. */
-export interface SchedulerOutputWithOriginal extends SchedulerOutput {
-  predOriginalSample: tf.Tensor;
+export interface SchedulerOutputWithOriginal<T extends tf.Tensor = tf.Tensor> extends SchedulerOutput<T> {
+  predOriginalSample: T;
 }
 
 /** Options of `fromPretrained`: the hub options (revision, cacheDir, localFilesOnly, token, ...) plus overrides. */
@@ -107,14 +110,6 @@ export function getSchedulerClass(name: string): SchedulerClass | undefined {
 /** Names of all registered scheduler classes. */
 export function registeredSchedulers(): string[] {
   return [...registry.keys()];
-}
-
-function deepFreeze<T>(v: T): T {
-  if (v !== null && typeof v === "object" && !Object.isFrozen(v)) {
-    Object.freeze(v);
-    for (const x of Object.values(v as object)) deepFreeze(x);
-  }
-  return v;
 }
 
 /**
@@ -287,7 +282,7 @@ export abstract class SchedulerMixin {
    * `tf.clone`, which shares the data), never the input itself, so pipelines can dispose the
    * model input unconditionally.
    */
-  scaleModelInput(sample: tf.Tensor, _timestep?: Timestep): tf.Tensor {
+  scaleModelInput<T extends tf.Tensor>(sample: T, _timestep?: Timestep): T {
     return tf.clone(sample);
   }
 
@@ -299,8 +294,10 @@ export abstract class SchedulerMixin {
   dispose(): void {}
 
   abstract setTimesteps(numInferenceSteps?: number | null, options?: Record<string, unknown>): void;
-  abstract step(modelOutput: tf.Tensor, timestep: Timestep, sample: tf.Tensor, options?: object): SchedulerOutput;
-  abstract addNoise(originalSamples: tf.Tensor, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): tf.Tensor;
+  /** One reverse step; the outputs have the sample's shape and tensor type `T` (a Tensor4D sample gives Tensor4D). */
+  abstract step<T extends tf.Tensor>(modelOutput: tf.Tensor, timestep: Timestep, sample: T, options?: object): SchedulerOutput<T>;
+  /** The forward process q(x_t | x_0); the result has the samples' shape and tensor type `T`. */
+  abstract addNoise<T extends tf.Tensor>(originalSamples: T, noise: tf.Tensor, timesteps: number | number[] | tf.Tensor): T;
 }
 
 /**

@@ -78,7 +78,7 @@ export * from "./grading/execute.js";
 export * from "./grading/score.js";
 export * from "./grading/report.js";
 export * from "./grading/grade.js";
-export * from "./grading/shapes-prompt.js";
+export * from "./utils/shapes-captions.js";
 export { ArgumentError, MAX_PICTURES_PER_CALL, MAX_PICTURE_SIDE } from "./utils/check-argument.js";
 export { NonFiniteError } from "./utils/check-finite.js";
 export * from "./models/config-bounds.js";

@@ -20,7 +20,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: "kit",
-          include: ["kernel-lib/test/**/*.test.ts", "notebooks/test/**/*.test.ts", "bench/test/**/*.test.ts"],
+          include: ["kernel-lib/test/**/*.test.ts", "grader/test/**/*.test.ts", "notebooks/test/**/*.test.ts", "bench/test/**/*.test.ts"],
           exclude: [...configDefaults.exclude, browserTest],
           setupFiles: ["kernel-lib/test/setup.ts"],
         },

@@ -1,7 +1,8 @@
 // npm run grade -- <notebook.ipynb | folder> [options]
 // Grades TypeScript exercise notebooks with real Jupyter and the tslab kernel: the student's cells run, then the
 // exercise's hidden checks (exercises/checks/NN-name.checks.ts) in the grader's private copy; each check scores
-// on its own (partial credit). See the README's "Teachers" section.
+// on its own (partial credit). The grader is the workspace package grader/ (its README; students never import it).
+// See the README's "Teachers" section.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createRequire } from "node:module";
@@ -55,7 +56,7 @@ const num = (k) => {
   return v;
 };
 
-const lib = require(path.join(root, "kernel-lib"));
+const grader = require(path.join(root, "grader"));
 registerKernel();
 const jobs = num("jobs") ?? 1;
 // notebooks graded side by side each get one wasm thread unless told otherwise (threads would fight for the cores)
@@ -74,7 +75,7 @@ const opts = {
 
 function writeReport(file, r) {
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, file.endsWith(".html") ? lib.formatHtml(r) : lib.formatMarkdown(r));
+  fs.writeFileSync(file, file.endsWith(".html") ? grader.formatHtml(r) : grader.formatMarkdown(r));
 }
 
 function meetsMin(r) {
@@ -87,10 +88,10 @@ function meetsMin(r) {
 
 let results;
 if (fs.statSync(target).isDirectory()) {
-  const { results: rs, warnings } = await lib.gradeFolder(target, { ...opts, jobs });
+  const { results: rs, warnings } = await grader.gradeFolder(target, { ...opts, jobs });
   results = rs;
   const csv = here(flags.get("csv") ?? "grades.csv");
-  fs.writeFileSync(csv, lib.formatCsv(results));
+  fs.writeFileSync(csv, grader.formatCsv(results));
   if (flags.has("report")) {
     const dir = here(flags.get("report"));
     for (const r of results) {
@@ -99,14 +100,14 @@ if (fs.statSync(target).isDirectory()) {
       writeReport(path.join(dir, rel + ".md"), r);
     }
   }
-  console.log(lib.formatCsv(results).trimEnd());
+  console.log(grader.formatCsv(results).trimEnd());
   console.log(`\n${results.length} notebooks graded; summary in ${path.relative(cwd, csv) || csv}`);
   for (const w of warnings) console.error(`WARNING: ${w}`);
 } else {
-  const r = await lib.gradeNotebook(target, { ...opts, displayPath: path.relative(cwd, target) || target });
+  const r = await grader.gradeNotebook(target, { ...opts, displayPath: path.relative(cwd, target) || target });
   results = [r];
   if (flags.has("report")) writeReport(here(flags.get("report")), r);
-  console.log(lib.formatMarkdown(r));
+  console.log(grader.formatMarkdown(r));
 }
 if (flags.has("json")) {
   const file = here(flags.get("json"));

@@ -6,11 +6,25 @@
 //   import { shapes, COLOURS, SHAPES } from "../datasets/generators/shapes.mjs";
 //   const { data, shape, captions } = shapes(64, { seed: 0, size: 32 });  // NHWC in [0, 1], [64, 32, 32, 3]
 //
+// The captions' grammar (words, and how they combine) is kernel-lib's src/utils/shapes-captions.ts, which the hidden
+// checks' prompts use too; this file requires its build, so run `npm run build` first.
+//
 // License: the kit's (this generator and every picture it makes).
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
 import { streamFor, inTriangle, rasterize, writeGrid, gridArgs } from "./procedural.mjs";
 
-/** The colour words and their RGB in [0, 1]. */
-export const COLOURS = {
+const grammarFile = fileURLToPath(new URL("../../kernel-lib/dist/utils/shapes-captions.js", import.meta.url));
+let grammar;
+try {
+  grammar = createRequire(import.meta.url)(grammarFile);
+} catch (e) {
+  throw new Error(`shapes.mjs needs the caption grammar ${grammarFile} (kernel-lib's build): run npm run build (${e.message})`);
+}
+const { SHAPE_COLOURS, SHAPE_KINDS, SHAPE_BACKGROUND_SHARE, shapesCaption } = grammar;
+
+/** The RGB in [0, 1] of each colour word. */
+const RGB = {
   red: [0.9, 0.1, 0.1],
   green: [0.15, 0.7, 0.2],
   blue: [0.12, 0.3, 0.9],
@@ -20,8 +34,12 @@ export const COLOURS = {
   white: [0.96, 0.96, 0.96],
   black: [0.07, 0.07, 0.07],
 };
-export const SHAPES = ["circle", "square", "triangle"];
-const COUNT_WORDS = ["a", "two", "three"];
+/** The colour words (in the grammar's order) and their RGB in [0, 1]. */
+export const COLOURS = Object.fromEntries(SHAPE_COLOURS.map((name) => {
+  if (!RGB[name]) throw new Error(`shapes.mjs: the caption grammar's colour "${name}" has no RGB here`);
+  return [name, RGB[name]];
+}));
+export const SHAPES = [...SHAPE_KINDS];
 
 const clamp01 = (v) => Math.min(1, Math.max(0, v));
 const jitter = (c, r, amount) => c.map((v) => clamp01(v + (r() - 0.5) * 2 * amount));
@@ -29,18 +47,15 @@ const jitter = (c, r, amount) => c.map((v) => clamp01(v + (r() - 0.5) * 2 * amou
 /** The random parameters of picture `index`: its caption and every shape (centres and radii in picture widths). */
 export function shapeParams(index, seed = 0) {
   const r = streamFor(seed, index);
-  const names = Object.keys(COLOURS);
   const pick = (list) => list[Math.floor(r() * list.length)];
-  const colour = pick(names);
-  let background = pick(names);
-  while (background === colour) background = pick(names);
-  const kind = pick(SHAPES);
+  const colour = pick(SHAPE_COLOURS);
+  let background = pick(SHAPE_COLOURS);
+  while (background === colour) background = pick(SHAPE_COLOURS);
+  const kind = pick(SHAPE_KINDS);
   const u = r();
   const count = u < 0.5 ? 1 : u < 0.8 ? 2 : 3;
-  const sayBackground = r() < 0.7;
-  const noun = count === 1 ? kind : `${kind}s`;
-  const an = (word) => (/^[aeiou]/.test(word) ? "an" : "a");
-  const caption = `${count === 1 ? an(colour) : COUNT_WORDS[count - 1]} ${colour} ${noun}` + (sayBackground ? ` on ${an(background)} ${background} background` : "");
+  const sayBackground = r() < SHAPE_BACKGROUND_SHARE;
+  const caption = shapesCaption({ count, colour, kind, background: sayBackground ? background : null });
   const fill = jitter(COLOURS[colour], r, 0.05);
   const bg = jitter(COLOURS[background], r, 0.05);
   // place the shapes without overlap (rejection sampling, then accept the last try)

@@ -1,4 +1,4 @@
-// Hidden checks of exercises/01-ddpm-step.ipynb (see kernel-lib/src/grading/checks-file.ts for the format).
+// Hidden checks of exercises/01-ddpm-step.ipynb (see grader/src/checks-file.ts for the format).
 // Every run draws a new scheduler config, timesteps and tensors; the student's functions are compared with
 // DDPMScheduler.step (diffusers' scheduling_ddpm.py) and with DDPM eq. 7.
 //@@ exercise 01-ddpm-step

@@ -1,5 +1,7 @@
 // The layering rule of DESIGN.md ("Nothing imports upwards"), checked on the import statements of kernel-lib/src:
-// a folder imports only from itself and from folders of a lower layer, and no chain of imports runs in a circle.
+// a folder imports only from itself and from folders of a lower layer, and no chain of imports runs in a circle;
+// no file of src/ imports index.ts (the public API is for notebooks) or the grader (grader/, the teachers' package
+// that depends on kernel-lib).
 // Known exceptions are listed below (issue 14); the lists may only shrink.
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -23,21 +25,14 @@ const LAYER: Record<string, number> = {
   display: 5,
   pipelines: 6,
   training: 6,
-  grading: 7,
-  ".": 8,
+  ".": 7,
 };
 
 /** Upward imports not fixed yet, as "from-file -> to-file" (paths under src/); issue 14. */
-const KNOWN_UPWARD: string[] = [
-  // the teacher-side grader reads the kit through index.ts; it moves to its own package (issue 14 §2)
-  "grading/check-session.ts -> index.ts",
-];
+const KNOWN_UPWARD: string[] = [];
 
 /** Import cycles not broken yet, as the test reports them (one per group of files that import each other); issue 14. */
-const KNOWN_CYCLES: string[] = [
-  // grading/ is re-exported by index.ts and imports index.ts (issue 14 §2)
-  "grading/check-session.ts -> index.ts -> grading/check-session.ts",
-];
+const KNOWN_CYCLES: string[] = [];
 
 function sourceFiles(dir: string): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
@@ -47,15 +42,19 @@ function sourceFiles(dir: string): string[] {
   });
 }
 
-// `import ... from "x"`, `export ... from "x"` (also `type`, multi-line), `import "x"`, `import("x")` (also in types)
-const IMPORT = /^\s*(?:import|export)\s[\w$*{},\s]*?\bfrom\s*["']([^"']+)["']|^\s*import\s*["']([^"']+)["']|\bimport\s*\(\s*["']([^"']+)["']\s*\)/gm;
+// `import ... from "x"`, `export ... from "x"` (also `type`, multi-line), `import "x"`, `import("x")` (also in types),
+// `require("x")`
+const IMPORT = /^\s*(?:import|export)\s[\w$*{},\s]*?\bfrom\s*["']([^"']+)["']|^\s*import\s*["']([^"']+)["']|\b(?:import|require)\s*\(\s*["']([^"']+)["']\s*\)/gm;
+
+/** Every module specifier a file names (packages and relative paths). */
+function specifiersOf(file: string): string[] {
+  return [...fs.readFileSync(file, "utf8").matchAll(IMPORT)].map((m) => m[1] ?? m[2] ?? m[3]);
+}
 
 /** The src/ files a file imports (relative specifiers only; "x.js" is the source "x.ts"). */
 function importsOf(file: string): string[] {
-  const text = fs.readFileSync(file, "utf8");
   const out = new Set<string>();
-  for (const m of text.matchAll(IMPORT)) {
-    const spec = m[1] ?? m[2] ?? m[3];
+  for (const spec of specifiersOf(file)) {
     if (!spec.startsWith(".")) continue;
     const target = path.resolve(path.dirname(file), spec).replace(/\.js$/, ".ts");
     const resolved = [target, `${target}.ts`, path.join(target, "index.ts")].find((p) => fs.existsSync(p) && fs.statSync(p).isFile());
@@ -129,7 +128,7 @@ describe("layering of kernel-lib/src (DESIGN.md: nothing imports upwards)", () =
     expect(unknown, "give new folders a layer in LAYER").toEqual([]);
   });
 
-  it("has no upward import (models/ knows no memory, LoRA, pipeline, training, grading or display code)", () => {
+  it("has no upward import (models/ knows no memory, LoRA, pipeline, training or display code)", () => {
     const upward: string[] = [];
     for (const [from, targets] of GRAPH) {
       for (const to of targets) {
@@ -157,6 +156,23 @@ describe("layering of kernel-lib/src (DESIGN.md: nothing imports upwards)", () =
       if (!/^(nn|models|schedulers|pipelines)\//.test(file)) continue;
       const code = fs.readFileSync(path.join(SRC, file), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "");
       code.split("\n").forEach((line, i) => { if (BACKEND.test(line)) found.push(`${file}:${i + 1}: ${line.trim()}`); });
+    }
+    expect(found).toEqual([]);
+  });
+
+  it("no file of src/ imports index.ts", () => {
+    const users = [...GRAPH].filter(([, targets]) => targets.includes("index.ts")).map(([from]) => from);
+    expect(users, "import the file that defines the name, not the public API").toEqual([]);
+  });
+
+  it("imports nothing of the grader (grader/ depends on kernel-lib, never the other way)", () => {
+    const GRADER = path.resolve(SRC, "../../grader");
+    const found: string[] = [];
+    for (const file of sourceFiles(SRC)) {
+      for (const spec of specifiersOf(file)) {
+        const target = spec.startsWith(".") ? path.resolve(path.dirname(file), spec) : "";
+        if (/^grader(\/|$)/.test(spec) || target === GRADER || target.startsWith(GRADER + path.sep)) found.push(`${rel(file)} -> ${spec}`);
+      }
     }
     expect(found).toEqual([]);
   });

@@ -3,20 +3,22 @@
 //   await $grade.run("check-id", async (g) => { ...compare the student's function with the library... });
 // Each run catches everything the check (or the student's code) throws and prints exactly ONE line
 //   @@GRADE <nonce> {"id":..., "points":..., "max":..., "passed":..., "feedback":...}
-// which the grader reads back from that cell's own output (grading/score.ts). Checks draw fresh random inputs
+// which the grader reads back from that cell's own output (score.ts). Checks draw fresh random inputs
 // from a per-run seed (the report gives it, so a run can be reproduced with --seed).
+// This file is the only part of the grader that runs in the kernel: the preamble imports it by its path in
+// grader/dist (students never import the grader), and it reaches the kit through kernel-lib's public API only.
 import * as tf from "@tensorflow/tfjs";
-import type * as KernelLib from "../index.js";
-import { Generator } from "../random/generator.js";
+import type * as KernelLib from "kernel-lib";
 import {
   type CheckResult,
   type CompareOptions,
+  Generator,
   allOf,
   compareArrays,
   compareData,
   compareNumbers,
   compareTensors,
-} from "./compare.js";
+} from "kernel-lib";
 
 export const GRADE_MARKER = "@@GRADE";
 

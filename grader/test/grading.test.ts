@@ -1,21 +1,20 @@
 // The grader without Jupyter: checks files, the private graded notebook, reading scores back (forged and
-// duplicated result lines, missing results, timeouts), the in-kernel session, feedback texts, reports, CSV, and
-// the exercises' own structure. (notebooks/test/exercises.test.ts runs the real notebooks.)
+// duplicated result lines, missing results, timeouts), the in-kernel session, reports, CSV, and the exercises' own
+// structure. (notebooks/test/exercises.test.ts runs the real notebooks; kernel-lib/test/compare.test.ts the
+// feedback texts of the comparisons.)
 import { describe, it, expect, afterEach } from "vitest";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import * as lib from "../src/index.js";
+import * as kit from "kernel-lib";
+import * as grader from "../src/index.js";
 import {
   ChecksFileError,
   GRADE_MARKER,
   GradeSession,
   StudentCodeError,
   buildGradedNotebook,
-  compareArrays,
-  compareNumbers,
-  compareTensors,
   findSubmissions,
   formatCsv,
   formatHtml,
@@ -24,6 +23,7 @@ import {
   readChecksFile,
   resolveExercise,
   scoreChecks,
+  sessionModule,
   studentCellErrors,
   type GradeResult,
   type Notebook,
@@ -105,9 +105,9 @@ describe("the exercises", () => {
       expect(ex.metadata.kernelspec).toMatchObject({ name: "tslab" });
       expect((ex.metadata.exercise as { name: string }).name).toBe(n);
       expect(sol.cells.length).toBe(ex.cells.length);
-      const todos = lib.todoCells(ex);
+      const todos = grader.todoCells(ex);
       expect(todos.length).toBeGreaterThan(0);
-      expect(lib.todoCells(sol).map((t) => t.name)).toEqual(todos.map((t) => t.name));
+      expect(grader.todoCells(sol).map((t) => t.name)).toEqual(todos.map((t) => t.name));
       ex.cells.forEach((c, i) => {
         const isTodo = (c.metadata.tags as string[] | undefined)?.includes("todo");
         if (isTodo) {
@@ -128,17 +128,21 @@ describe("the graded notebook", () => {
     const built = buildGradedNotebook(student, checks, { nonce: "n0nce", seed: 7 });
     expect(built.studentCells).toBe(2);
     expect(built.notebook.cells[1].outputs).toEqual([]);
-    const preamble = lib.cellSource(built.notebook.cells[built.preambleIndex]);
+    const preamble = grader.cellSource(built.notebook.cells[built.preambleIndex]);
     expect(preamble).toContain('"nonce":"n0nce"');
+    // the session comes from the grader's build by its path, not from kernel-lib (which does not export it)
+    expect(preamble).toContain(`import { GradeSession as $GradeSession } from ${JSON.stringify(sessionModule())};`);
+    expect(sessionModule()).toBe(path.join(root, "grader", "dist", "check-session.js"));
+    expect("GradeSession" in kit).toBe(false);
     expect(preamble).toContain('"todo":{"f":"function f() { return 1; }"}');
     expect([...built.checkCells.values()]).toEqual(["first", "second"]);
-    for (const i of built.checkCells.keys()) expect(lib.cellSource(built.notebook.cells[i])).not.toContain("n0nce");
+    for (const i of built.checkCells.keys()) expect(grader.cellSource(built.notebook.cells[i])).not.toContain("n0nce");
     expect(built.notebook.metadata.kernelspec).toMatchObject({ name: "tslab" });
   });
 
   it("lists suspicious student code for the teacher", () => {
     const nb = studentNotebook([{ src: 'console.log = () => {}; console.info("@@GRADE x")' }, { src: "process.exit(0)" }]);
-    expect(lib.suspiciousCode(nb)).toEqual([
+    expect(grader.suspiciousCode(nb)).toEqual([
       "code cell 0 prints grader result lines (@@GRADE)", "code cell 0 replaces console or stdout", "code cell 1 exits the kernel or starts processes",
     ]);
   });
@@ -211,7 +215,7 @@ describe("the session inside the kernel", () => {
     process.stdout.write = ((s: string) => { written.push(String(s)); return true; }) as typeof process.stdout.write;
   };
   afterEach(() => { process.stdout.write = realWrite; });
-  const session = () => new GradeSession({ nonce: "N", seed: 3, exercise: "09-demo", checks: [{ id: "a", max: 2, title: "A" }, { id: "b", max: 1, title: "B" }], todo: { f: "// TODO\nf()" } }, tf, lib);
+  const session = () => new GradeSession({ nonce: "N", seed: 3, exercise: "09-demo", checks: [{ id: "a", max: 2, title: "A" }, { id: "b", max: 1, title: "B" }], todo: { f: "// TODO\nf()" } }, tf, kit);
   const lines = () => written.join("").split("\n").filter((l) => l.startsWith(`${GRADE_MARKER} N `)).map((l) => JSON.parse(l.slice(GRADE_MARKER.length + 3)));
 
   it("prints one line per check with the nonce; errors in the student's code become feedback", async () => {
@@ -242,7 +246,7 @@ describe("the session inside the kernel", () => {
 
   it("draws the same inputs for the same seed and check, others for another seed", async () => {
     const draw = async (seed: number) => {
-      const s = new GradeSession({ nonce: "N", seed, exercise: "x", checks: [{ id: "a", max: 1, title: "A" }], todo: {} }, tf, lib);
+      const s = new GradeSession({ nonce: "N", seed, exercise: "x", checks: [{ id: "a", max: 1, title: "A" }], todo: {} }, tf, kit);
       let v: number[] = [];
       capture();
       await s.run("a", async (g) => { v = [g.rand(), g.int(0, 9), g.uniform(2, 3)]; return g.pass(""); });
@@ -257,37 +261,6 @@ describe("the session inside the kernel", () => {
     const e = new StudentCodeError("f()", new RangeError("bad"));
     expect(e.message).toBe("f() threw RangeError: bad");
     expect(e.original).toBeInstanceOf(RangeError);
-  });
-});
-
-describe("feedback a student can act on", () => {
-  const t = (v: number[], s = [v.length]) => tf.tensor(v, s);
-
-  it("says where the worst error is, expected and got", () => {
-    const r = compareTensors("x", t([1, 2, 3, 4.5], [2, 2]), t([1, 2, 3, 4], [2, 2]));
-    expect(r.passed).toBe(false);
-    expect(r.feedback).toBe("x: 1 of 4 values are off. Max |error| 0.5; the worst is at [1, 1]: expected 4, got 4.5 (tolerance 1.000e-5 + 1.000e-5·|expected|).");
-  });
-
-  it("recognises shape mix-ups, NaN, unchanged inputs, constants, a flipped sign and a missing factor", () => {
-    expect(compareTensors("x", t([1, 2, 3, 4, 5, 6], [3, 2]), t([1, 2, 3, 4, 5, 6], [2, 3])).feedback).toMatch(/another order/);
-    expect(compareTensors("x", t([1, NaN]), t([1, 2])).feedback).toMatch(/NaN .*\[1\]/);
-    const input = t([5, 6, 7]);
-    expect(compareTensors("x", t([5, 6, 7]), t([1, 2, 3]), { inputs: { sample: input } }).feedback).toMatch(/equals the input `sample` unchanged/);
-    expect(compareTensors("x", t([0.5, 0.5, 0.5]), t([1, 2, 3])).feedback).toMatch(/Every value you returned is 0\.5/);
-    expect(compareTensors("x", t([-1, -2, -3]), t([1, 2, 3])).feedback).toMatch(/sign flipped/);
-    expect(compareTensors("x", t([2, 4, 6]), t([1, 2, 3]), { hint: "look at α/r." }).feedback).toMatch(/times 2: a missing or extra factor\. Hint: look at α\/r\.$/);
-    expect(compareTensors("x", undefined, t([1])).feedback).toMatch(/undefined \(did the function return its result\?\)/);
-    const gone = t([1]);
-    gone.dispose();
-    expect(compareTensors("x", gone, t([1])).feedback).toMatch(/was disposed/);
-  });
-
-  it("compares numbers (Infinity included) and arrays", () => {
-    expect(compareNumbers("v", Infinity, Infinity).passed).toBe(true);
-    expect(compareNumbers("v", "3", 3).feedback).toMatch(/should be a number/);
-    expect(compareArrays("a", [1, 2], [1, 2]).passed).toBe(true);
-    expect(compareArrays("a", 3, [1, 2]).feedback).toMatch(/should be an array of 2 numbers/);
   });
 });
 
@@ -334,10 +307,10 @@ describe("finding submissions and their exercise", () => {
     fs.writeFileSync(path.join(dir, "01-ddpm-step.ipynb"), "not json");
     fs.writeFileSync(path.join(dir, "notes.ipynb"), JSON.stringify(studentNotebook([])).replace('"09-demo"', '"nope"'));
     const opts = { kitRoot: root, jupyter: { python: "/nonexistent/python", env: {} } };
-    const a = await lib.gradeNotebook(path.join(dir, "01-ddpm-step.ipynb"), opts);
+    const a = await grader.gradeNotebook(path.join(dir, "01-ddpm-step.ipynb"), opts);
     expect([a.status, a.total]).toEqual(["error", 0]);
     expect(a.error).toMatch(/not a readable notebook/);
-    const b = await lib.gradeNotebook(path.join(dir, "notes.ipynb"), opts);
+    const b = await grader.gradeNotebook(path.join(dir, "notes.ipynb"), opts);
     expect(b.error).toMatch(/cannot tell which exercise/);
   });
 

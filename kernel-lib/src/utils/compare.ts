@@ -1,3 +1,5 @@
+// The exercises' self-checks (a student's check cells call compareTensors, compareNumbers, compareArrays and
+// printCheck; the grader's hidden checks reach the same functions through GradeContext).
 // Comparing a student's result with the reference, and saying what is wrong in words a student can act on:
 // expected and got at the worst element, the max error and where it is, how many values are off, and the usual
 // mistakes recognised (the input returned unchanged, a constant, the sign flipped, off by a factor, another layout).

@@ -1,6 +1,7 @@
-// Runs a notebook with real Jupyter (nbclient) and the tslab kernel, via execute_notebook.py: cell by cell,
-// errors allowed (with the pause tslab needs after an error), a timed-out or kernel-killing cell skipped after a
-// restart, a hard deadline after which the runner and its kernel are killed.
+// Runs a notebook with real Jupyter (nbclient) and the tslab kernel, via the kit's one notebook runner
+// (scripts/run_notebook.py, also behind `npm run lesson`, the browser test and `npm run rehearse`) with
+// --keep-going: cell by cell, errors allowed (with the pause tslab needs after an error), a timed-out or
+// kernel-killing cell skipped after a restart, a hard deadline after which the runner and its kernel are killed.
 // Work folders: each submission runs in a fresh temporary folder holding only a copy of its notebook, copies of
 // the data folders its exercise declares, and a link to the kit's node_modules (for `import ... from "kernel-lib"`).
 import * as fs from "node:fs";
@@ -35,12 +36,11 @@ export interface ExecuteOptions {
   log?: string;
 }
 
-/** The python runner shipped beside this file's source (kernel-lib/src/grading/). */
+/** The kit's notebook runner, scripts/run_notebook.py (this file runs from grader/src or grader/dist). */
 export function runnerScript(): string {
-  const candidates = [path.join(__dirname, "execute_notebook.py"), path.resolve(__dirname, "../../src/grading/execute_notebook.py")];
-  const hit = candidates.find((p) => fs.existsSync(p));
-  if (!hit) throw new Error(`execute_notebook.py not found (looked in ${candidates.join(", ")}); kernel-lib's src/grading/ folder must ship with dist/`);
-  return hit;
+  const file = path.resolve(__dirname, "../../scripts/run_notebook.py");
+  if (!fs.existsSync(file)) throw new Error(`the notebook runner ${file} is missing; the grader runs inside the kit's checkout (grader/ beside scripts/)`);
+  return file;
 }
 
 function killTree(pid: number | undefined): void {
@@ -61,11 +61,10 @@ function killTree(pid: number | undefined): void {
 export function executeNotebook(notebookFile: string, outFile: string, opts: ExecuteOptions): Promise<RunnerSummary> {
   const deadline = opts.deadline ?? 900;
   const args = [
-    runnerScript(), notebookFile, "--out", outFile, "--cwd", opts.cwd,
+    runnerScript(), notebookFile, "--out", outFile, "--cwd", opts.cwd, "--keep-going", "--report-kernel-pid",
     "--cell-timeout", String(opts.cellTimeout ?? 120), "--deadline", String(deadline),
-    "--kernel", opts.jupyter.kernel ?? "tslab",
+    "--kernel", opts.jupyter.kernel ?? "tslab", "--log", opts.log ?? os.devNull,
   ];
-  if (opts.log) args.push("--log", opts.log);
   return new Promise((resolve, reject) => {
     const child = spawn(opts.jupyter.python, args, { env: opts.jupyter.env, stdio: ["ignore", "pipe", "pipe"], detached: true });
     let stdout = "", stderr = "";

@@ -3,6 +3,7 @@
 // nonce and seed, and the checks file's setup), then one cell per hidden check. TODO cells are the code cells
 // tagged "todo" (metadata.todo names them); visible check cells are tagged "check".
 import * as fs from "node:fs";
+import * as path from "node:path";
 import type { ExerciseChecks } from "./checks-file.js";
 import type { GradeSessionConfig } from "./check-session.js";
 
@@ -79,6 +80,11 @@ function codeCell(source: string, role: string): NotebookCell {
   return { cell_type: "code", source, metadata: { grader: role }, outputs: [], execution_count: null };
 }
 
+/** grader/dist/check-session.js, the in-kernel half of the grader (this file runs from grader/src or grader/dist). */
+export function sessionModule(): string {
+  return path.resolve(__dirname, "../dist/check-session.js");
+}
+
 export interface GradedNotebook {
   notebook: Notebook;
   /** Cells [0, studentCells) are the student's. */
@@ -109,12 +115,15 @@ export function buildGradedNotebook(student: Notebook, checks: ExerciseChecks, r
     checks: checks.checks.map((c) => ({ id: c.id, max: c.points, title: c.title })),
     todo,
   };
-  // tslab mangles identifiers that start with "__"; "$" keeps the grader's names clear of the student's
+  // tslab mangles identifiers that start with "__"; "$" keeps the grader's names clear of the student's.
+  // The session comes from the grader's own build by its path: kernel-lib does not export it, and the work
+  // folder's node_modules need not know the grader.
   const preamble = [
     `import * as $gradeTf from "@tensorflow/tfjs";`,
     `import * as $gradeLib from "kernel-lib";`,
+    `import { GradeSession as $GradeSession } from ${JSON.stringify(sessionModule())};`,
     `await $gradeLib.initBackend();`,
-    `const $grade = new $gradeLib.GradeSession(${JSON.stringify(config)}, $gradeTf, $gradeLib);`,
+    `const $grade = new $GradeSession(${JSON.stringify(config)}, $gradeTf, $gradeLib);`,
     checks.setup
       ? `const $setup = await $grade.setup(async (g) => {\nconst tf = g.tf; const lib = g.lib;\n${checks.setup}\n});`
       : `const $setup = {};`,

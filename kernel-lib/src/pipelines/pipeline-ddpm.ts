@@ -1,7 +1,8 @@
 // DDPMPipeline (diffusers/pipelines/ddpm/pipeline_ddpm.py): start from Gaussian noise x_T and apply
 // the scheduler's reverse step with the UNet's noise prediction until x_0 (Ho et al. 2020, Alg. 2).
 import * as tf from "@tensorflow/tfjs";
-import { randnTensor, type Generator } from "../random/generator.js";
+import type { Generator } from "../random/generator.js";
+import { randnLikeSample } from "../schedulers/noise.js";
 import type { UNet2DModel } from "../models/unet-2d.js";
 import type { DDPMScheduler } from "../schedulers/scheduling-ddpm.js";
 import type { DDIMScheduler } from "../schedulers/scheduling-ddim.js";
@@ -73,7 +74,7 @@ export class DDPMPipeline extends DiffusionPipelineBase {
     this.planMemoryFor(batchSize);
     this.scheduler.setTimesteps(steps);
     // diffusers draws the NCHW shape; we draw the same numbers and move channels last.
-    let image = tf.tidy(() => tf.transpose(randnTensor([batchSize, cfg.in_channels, h, w], { generator: opts.generator }), [0, 2, 3, 1])) as tf.Tensor4D;
+    let image = randnLikeSample([batchSize, h, w, cfg.in_channels], opts.generator);
     const timesteps = this.scheduler.timesteps;
     const bar = this.progressBar(timesteps.length);
     const preview = opts.previewEvery ? new LivePreview({ every: opts.previewEvery, total: timesteps.length, range: "-1,1" }) : null;

@@ -2,7 +2,8 @@
 // encode the picture to latents, noise them to an intermediate t chosen by `strength` (forward process,
 // DDPM eq. 4), and run only the remaining denoising steps (SDEdit, Meng et al. 2021).
 import * as tf from "@tensorflow/tfjs";
-import { randnTensor, type Generator } from "../random/generator.js";
+import type { Generator } from "../random/generator.js";
+import { randnLikeSample } from "../schedulers/noise.js";
 import { StableDiffusionPipeline, type StableDiffusionCallOptions, type StableDiffusionOutput } from "./pipeline-stable-diffusion.js";
 import { checkPictureRange, checkPictureSize, normalize, toPictureTensor } from "./image-processor.js";
 import { argumentError } from "../utils/check-argument.js";
@@ -107,7 +108,7 @@ export class StableDiffusionImg2ImgPipeline extends StableDiffusionPipeline {
         try {
           latents = tf.tidy(() => {
             const [b, h, w, c] = init.shape;
-            const noise = tf.transpose(randnTensor([b, c, h, w], { generator: opts.generator }), [0, 2, 3, 1]);
+            const noise = randnLikeSample([b, h, w, c], opts.generator);
             return this.scheduler.addNoise(init, noise, Array(b).fill(timesteps[0]));
           });
         } finally {

@@ -3,7 +3,8 @@
 // [latents, mask, masked-picture latents]; ordinary 4-channel UNets get the known region blended back
 // after every step: z = (1 − m)·q(z_known at the next t) + m·z (RePaint-style mask blending).
 import * as tf from "@tensorflow/tfjs";
-import { randnTensor, type Generator } from "../random/generator.js";
+import type { Generator } from "../random/generator.js";
+import { randnLikeSample } from "../schedulers/noise.js";
 import { checkGeneratorCount, StableDiffusionImg2ImgPipeline } from "./pipeline-stable-diffusion-img2img.js";
 import type { StableDiffusionCallOptions, StableDiffusionOutput } from "./pipeline-stable-diffusion.js";
 import { binarizeMask, checkPictureRange, checkPictureSize, normalize, toPictureTensor } from "./image-processor.js";
@@ -167,7 +168,7 @@ export class StableDiffusionInpaintPipeline extends StableDiffusionImg2ImgPipeli
     const h = H / this.vaeScaleFactor, w = W / this.vaeScaleFactor;
     const needImageLatents = this.unet.config.in_channels === latentChannels || !isStrengthMax;
     const imageLatents = needImageLatents ? this.encodeImageLatents(x, batch, generator) : null;
-    const noise = tf.tidy(() => tf.transpose(randnTensor([batch, latentChannels, h, w], { generator }), [0, 2, 3, 1]));
+    const noise = randnLikeSample([batch, h, w, latentChannels], generator);
     const latents = isStrengthMax
       ? tf.tidy((): tf.Tensor4D => tf.mul(noise, this.scheduler.initNoiseSigma))
       : this.scheduler.addNoise(imageLatents!, noise, Array(batch).fill(t0));

@@ -3,7 +3,8 @@
 // guidance (Ho & Salimans 2022): eps = eps_uncond + w (eps_cond - eps_uncond); then the VAE decodes
 // latents / scaling_factor into pixels (Rombach et al. 2022).
 import * as tf from "@tensorflow/tfjs";
-import { randnTensor, type Generator } from "../random/generator.js";
+import type { Generator } from "../random/generator.js";
+import { randnLikeSample } from "../schedulers/noise.js";
 import type { UNet2DConditionModel } from "../models/unet-2d-condition.js";
 import type { AutoencoderKL } from "../models/autoencoder-kl.js";
 import type { CLIPTextModel } from "../models/clip-text-model.js";
@@ -201,7 +202,7 @@ export class StableDiffusionPipeline extends LoraLoaderMixin(DiffusionPipelineBa
         }
         x = latents;
       } else {
-        x = tf.transpose(randnTensor([batch, c, h, w], { generator }), [0, 2, 3, 1]);
+        x = randnLikeSample([batch, h, w, c], generator);
       }
       return tf.mul(x, this.scheduler.initNoiseSigma) as tf.Tensor4D;
     });

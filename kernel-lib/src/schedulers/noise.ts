@@ -1,7 +1,7 @@
 // The noise a stochastic step uses: a generator's draw in diffusers' order (channels-first, then moved to our
 // channels-last layout, so one seed gives diffusers' numbers), or noise the caller passes.
 import * as tf from "@tensorflow/tfjs";
-import { type Generator, randnTensor } from "../random/generator.js";
+import { type Generator, randnTensor, type TensorOfShape } from "../random/generator.js";
 
 /** Randomness for stochastic steps: a torch-exact generator (or one per batch item), or the noise itself. */
 export interface NoiseOptions {
@@ -16,14 +16,14 @@ export interface NoiseOptions {
  * ([N, C, ...spatial]) with `randn_tensor(generator)`, then moved to channels-last. For rank < 3
  * the shape is drawn as is.
  */
-export function randnLikeSample(shape: number[], generator?: Generator | Generator[]): tf.Tensor {
-  if (shape.length < 3) return randnTensor(shape, { generator });
+export function randnLikeSample<S extends number[]>(shape: [...S], generator?: Generator | Generator[]): TensorOfShape<S> {
+  if (shape.length < 3) return randnTensor(shape as number[], { generator }) as TensorOfShape<S>;
   const r = shape.length;
   const cf = [shape[0], shape[r - 1], ...shape.slice(1, r - 1)];
   return tf.tidy(() => {
-    const x = randnTensor(cf, { generator });
+    const x = randnTensor(cf as number[], { generator });
     const perm = [0, ...Array.from({ length: r - 2 }, (_, i) => i + 2), 1];
-    return tf.transpose(x, perm);
+    return tf.transpose(x, perm) as TensorOfShape<S>;
   });
 }
 

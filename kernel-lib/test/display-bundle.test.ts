@@ -3,7 +3,8 @@
 // is last, and the bundle reaches the kernel as ONE display_data (or update_display_data for a slot).
 import { describe, it, expect } from "vitest";
 import * as tslab from "tslab";
-import { markdownBundle, markdownToHtml, htmlToPlainText, sendBundle, displayDataContent, plotBundle } from "../src/index.js";
+import { markdownBundle, markdownToHtml, htmlToPlainText, sendBundle, displayDataContent } from "../src/display/notebook.js";
+import { plotBundle } from "../src/display/plot.js";
 
 describe("display bundles", () => {
   it("markdown tables become HTML tables (markdown-it), the markdown stays beside them", () => {

@@ -46,9 +46,10 @@ const CASES = {
 };
 
 async function child(lib, name) {
-  const require = createRequire(import.meta.url);
-  const tf = require("@tensorflow/tfjs");
+  // tfjs as the build resolves it (a build in another tree has its own node_modules: one engine per process)
+  const require = createRequire(lib === "kernel-lib" ? import.meta.url : lib);
   const K = require(lib);
+  const tf = require("@tensorflow/tfjs");
   process.env.TFJS_WASM_THREADS = "1";
   await K.initBackend({ prefer: "wasm", wasmThreads: 1 });
   const cpu = () => Number(fs.readFileSync("/proc/thread-self/schedstat", "utf8").split(" ")[0]) / 1e9;

@@ -50,13 +50,13 @@ function batchMatMul(builtin: KernelImpl, args: KernelArgs): tf.TensorInfo | tf.
   const sharedB = batchB === 1 ? heapView(backend, bt, 0, [1, k, n]) : null;
   try {
     for (let p = 0; p < batch; p++) {
-      const av = heapView(backend, at, batchA === 1 ? 0 : p * m * k, [1, m, k]);
-      const bv = sharedB ?? heapView(backend, bt, p * k * n, [1, k, n]);
-      const ov = heapView(backend, out, p * m * n, [1, m, n]);
-      matMul(idOf(av), aShape, 3, idOf(bv), bShape, 3, false, false, idOf(ov));
-      releaseView(backend, av);
-      if (bv !== sharedB) releaseView(backend, bv);
-      releaseView(backend, ov);
+      const views = [heapView(backend, at, batchA === 1 ? 0 : p * m * k, [1, m, k]), sharedB ?? heapView(backend, bt, p * k * n, [1, k, n]),
+        heapView(backend, out, p * m * n, [1, m, n])];
+      try {
+        matMul(idOf(views[0]), aShape, 3, idOf(views[1]), bShape, 3, false, false, idOf(views[2]));
+      } finally {
+        for (const v of views) if (v !== sharedB) releaseView(backend, v);
+      }
     }
   } finally {
     if (sharedB) releaseView(backend, sharedB);

@@ -1,6 +1,7 @@
 // Hidden checks of exercises/01-ddpm-step.ipynb (see grader/src/checks-file.ts for the format).
 // Every run draws a new scheduler config, timesteps and tensors; the student's functions are compared with
-// DDPMScheduler.step (diffusers' scheduling_ddpm.py) and with DDPM eq. 7.
+// DDPMScheduler.step (diffusers' scheduling_ddpm.py) and with DDPM eq. 7. The judge (setup, checks) runs in the
+// grader's process; the kernel parts only call the student's functions on the judge's inputs.
 //@@ exercise 01-ddpm-step
 //@@ timeout 300
 
@@ -27,30 +28,44 @@ function inputs(c: typeof g) {
   const shape = [c.int(1, 2), c.int(3, 9), c.int(3, 9), c.pick([1, 3, 4])];
   return { x: c.randn(shape, c.uniform(0.5, 2)), eps: c.randn(shape), z: c.randn(shape) };
 }
-/** Fresh inputs for one step, and `judge(got, hint)`: the student's x_{t'} against DDPMScheduler.step's. */
-function reference(c: typeof g, s: InstanceType<typeof lib.DDPMScheduler>, t: number) {
-  const { x, eps, z } = inputs(c);
-  const out = s.step(eps, t, x, { noise: z });
-  out.predOriginalSample.dispose();
-  const call = `ddpmStep(scheduler, eps, ${t}, x, noise) of shape [${x.shape}] for ${describe(s)}`;
-  const judge = (got: unknown, hint: string) => {
-    const r = c.compare(call, got, out.prevSample, { atol: 1e-4, rtol: 1e-4, inputs: { x: x, eps: eps, noise: z }, hint: hint });
-    tf.dispose([x, eps, z, out.prevSample]);
+/** What the kernel rebuilds the scheduler from (its config and step count) and the step's inputs. */
+function stepArgs(s: InstanceType<typeof lib.DDPMScheduler>, t: number, i: ReturnType<typeof inputs>) {
+  return { scheduler: { config: s.config, steps: s.numInferenceSteps }, t: t, x: i.x, eps: i.eps, z: i.z };
+}
+/** One step: asks for the student's x_{t'}, and `judge(hint)` compares it with DDPMScheduler.step's. */
+function step(c: typeof g, s: InstanceType<typeof lib.DDPMScheduler>, t: number) {
+  const i = inputs(c);
+  const got = c.student<unknown>("ddpmStep", "step", stepArgs(s, t, i));
+  const judge = async (hint: string) => {
+    const out = s.step(i.eps, t, i.x, { noise: i.z });
+    const call = `ddpmStep(scheduler, eps, ${t}, x, noise) of shape [${i.x.shape}] for ${describe(s)}`;
+    const r = c.compare(call, await got, out.prevSample, { atol: 1e-4, rtol: 1e-4, inputs: { x: i.x, eps: i.eps, noise: i.z }, hint: hint });
+    tf.dispose([i.x, i.eps, i.z, out.prevSample, out.predOriginalSample]);
     return r;
   };
-  return { x, eps, z, judge };
+  return { judge };
 }
-return { randomScheduler, describe, inputs, reference };
+return { randomScheduler, describe, inputs, stepArgs, step };
+
+//@@ kernel-setup
+/** The judge's scheduler, rebuilt from its config and number of inference steps. */
+function scheduler(r: { config: Record<string, unknown>; steps: number }) {
+  const s = new lib.DDPMScheduler(r.config);
+  s.setTimesteps(r.steps);
+  return s;
+}
+return { scheduler };
 
 //@@ check posterior 3 posterior(): the coefficients and variance of DDPM eq. 7
 const s = h.randomScheduler(g, false);
-const results = [];
 const ts = [g.pick(s.timesteps.slice(0, -1)), g.pick(s.timesteps.slice(0, -1)), s.timesteps[s.timesteps.length - 1]];
-for (const t of ts) {
+const calls = ts.map((t: number) => g.student(`posterior(alphasCumprod, ${t}, ${s.previousTimestep(t)})`, "posterior", { alphasCumprod: s.alphasCumprod, t: t, prevT: s.previousTimestep(t) }));
+const results = [];
+for (const [i, t] of ts.entries()) {
+  const got = await calls[i];
   const prevT = s.previousTimestep(t);
   const a = s.alphasCumprod[t], ap = prevT >= 0 ? s.alphasCumprod[prevT] : 1;
   const beta = 1 - a / ap;
-  const got = await g.student(`posterior(alphasCumprod, ${t}, ${prevT})`, () => posterior(s.alphasCumprod, t, prevT));
   const call = `posterior(alphasCumprod, ${t}, ${prevT}) for ${h.describe(s)}:`;
   const hint = prevT < 0 ? "t' < 0 here: use ᾱ_{t'} = 1." : "α'_t = ᾱ_t / ᾱ_{t'} and β'_t = 1 − α'_t (not betas[t]: the step spans several training steps).";
   results.push(
@@ -60,38 +75,55 @@ for (const t of ts) {
   );
 }
 return g.all(...results);
+//@@ kernel
+return { posterior: (a: any) => posterior(a.alphasCumprod, a.t, a.prevT) };
 
 //@@ check step 4 ddpmStep() equals DDPMScheduler.step (t > 0, no clipping)
 const s = h.randomScheduler(g, false);
 const t = g.pick(s.timesteps.slice(0, -1));
-const r = h.reference(g, s, t);
-return r.judge(await g.student("ddpmStep", () => ddpmStep(s, r.eps, t, r.x, r.z)),
-  "x̂0 = (x − √(1−ᾱ_t)·eps)/√ᾱ_t, μ̃ = x0Coeff·x̂0 + xtCoeff·x, then + √β̃·noise.");
+return h.step(g, s, t).judge("x̂0 = (x − √(1−ᾱ_t)·eps)/√ᾱ_t, μ̃ = x0Coeff·x̂0 + xtCoeff·x, then + √β̃·noise.");
+//@@ kernel
+return { step: (a: any) => ddpmStep(k.scheduler(a.scheduler), a.eps, a.t, a.x, a.z) };
 
 //@@ check clip 2 ddpmStep() clips x̂0 when the config says clip_sample
 const s = h.randomScheduler(g, true);
 const t = s.timesteps[g.int(0, 3)];   // early (noisy) steps: x̂0 goes far outside the clip range
-const r = h.reference(g, s, t);
-return r.judge(await g.student("ddpmStep", () => ddpmStep(s, r.eps, t, r.x, r.z)),
-  `when scheduler.config.clip_sample is true, clip x̂0 to [−clip_sample_range, clip_sample_range] (here ±${s.config.clip_sample_range}) before μ̃.`);
+return h.step(g, s, t).judge(`when scheduler.config.clip_sample is true, clip x̂0 to [−clip_sample_range, clip_sample_range] (here ±${s.config.clip_sample_range}) before μ̃.`);
+//@@ kernel
+return { step: (a: any) => ddpmStep(k.scheduler(a.scheduler), a.eps, a.t, a.x, a.z) };
 
 //@@ check last-step 1 ddpmStep() adds no noise at t = 0
 const s = h.randomScheduler(g, false);
 const t = s.timesteps[s.timesteps.length - 1];
-const r = h.reference(g, s, t);
-return r.judge(await g.student("ddpmStep", () => ddpmStep(s, r.eps, t, r.x, r.z)), "the noise term is added only when t > 0.");
+return h.step(g, s, t).judge("the noise term is added only when t > 0.");
+//@@ kernel
+return { step: (a: any) => ddpmStep(k.scheduler(a.scheduler), a.eps, a.t, a.x, a.z) };
 
 //@@ check no-leak 1 ddpmStep() leaves no tensors behind
 const s = h.randomScheduler(g, false);
-const { x, eps, z } = h.inputs(g);
-const before = tf.memory().numTensors;
-for (const t of s.timesteps.slice(0, 3)) {
-  const out = await g.student("ddpmStep", () => ddpmStep(s, eps, t, x, z));
-  if (!(out instanceof tf.Tensor)) return g.fail(`ddpmStep returned ${typeof out}, not a tensor`);
-  out.dispose();
-}
-const left = tf.memory().numTensors - before;
-tf.dispose([x, eps, z]);
+const i = h.inputs(g);
+const left = await g.student<unknown>("ddpmStep", "leak", { ...h.stepArgs(s, 0, i), ts: s.timesteps.slice(0, 3) });
+tf.dispose([i.x, i.eps, i.z]);
+if (typeof left === "string") return g.fail(left);
 return left === 0
   ? g.pass("three calls left no tensor behind.")
-  : g.fail(`three calls left ${left} tensors behind (${left / 3} per call): wrap the body in tf.tidy(() => { ...; return result; }).`);
+  : g.fail(`three calls left ${left} tensors behind (${Number(left) / 3} per call): wrap the body in tf.tidy(() => { ...; return result; }).`);
+//@@ kernel
+// tensors left in the kernel by three calls (the session disposes the inputs after)
+return {
+  leak: (a: any) => {
+    const s = k.scheduler(a.scheduler);
+    const before = tf.memory().numTensors;
+    for (const t of a.ts) {
+      const out = ddpmStep(s, a.eps, t, a.x, a.z);
+      if (!(out instanceof tf.Tensor)) return `ddpmStep returned ${typeof out}, not a tensor`;
+      out.dispose();
+    }
+    return tf.memory().numTensors - before;
+  },
+};
+
+//@@ check by-hand 1 ddpmStep() is written by hand, not with the scheduler's own step
+return g.byHand(["posterior", "step"], /\.\s*step\s*\(|\[\s*["'`]step["'`]\s*\]|addNoise\s*\(/,
+  "call the scheduler's step: the exercise is to write DDPM eq. 7 yourself with scheduler.alphasCumprod.",
+  "the step is computed from the formulas.");

@@ -1,16 +1,17 @@
-// Grading a notebook, or a folder of submissions in parallel. For each submission: find its exercise, build the
-// grader's private copy (student cells + preamble with a fresh nonce and seed + the hidden checks), run it with
-// Jupyter in a fresh work folder, read the score back from the check cells' own outputs, clean up.
-// The checks are read by this process before any notebook runs, and the work folder holds no checks: a notebook
-// cannot read or change them (a changed checks file is reported). See the README's Teachers section for what
-// this isolation does and does not protect against.
+// Grading a notebook, or a folder of submissions in parallel. For each submission: find its exercise, start the
+// judge (judge-cli.ts, a process of the grader's) which draws the inputs and says what to ask the student's code,
+// build the private copy (student cells + preamble + each check's kernel part with those inputs), run it with
+// Jupyter in a fresh work folder, hand the raw outputs read back from the check cells to the judge, which
+// compares them with its own references and gives the verdicts. The checks are read by this process; the work
+// folder holds no checks and no references. See the README's Teachers section for what this protects.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { type ExerciseChecks, maxPoints, readChecksFile } from "./checks-file.js";
-import { buildGradedNotebook, readNotebook, suspiciousCode, type Notebook } from "./graded-notebook.js";
+import { type ExerciseChecks, maxPoints, parseChecksFile } from "./checks-file.js";
+import { buildGradedNotebook, readNotebook, suspiciousCode, todoCells, type Notebook } from "./graded-notebook.js";
+import { JudgeProcess } from "./judge-process.js";
 import { type JupyterCommand, executeNotebook, prepareWorkFolder, privateTempDir } from "./execute.js";
-import { type CellError, type CheckOutcome, scoreChecks, studentCellErrors } from "./score.js";
+import { type CellError, type CheckOutcome, answersForJudge, kernelAnswers, scoreChecks, studentCellErrors } from "./score.js";
 
 export type GradeStatus = "ok" | "timeout" | "crashed" | "error";
 
@@ -58,6 +59,11 @@ export interface GradeOptions {
   log?: (msg: string) => void;
 }
 
+/** The judge's environment: the kernel's (threads, offline Hub), so both see the same model and backend. */
+function judgeEnv(opts: GradeOptions): NodeJS.ProcessEnv {
+  return { ...process.env, ...opts.jupyter.env };
+}
+
 const CHECKS_SUFFIX = ".checks.ts";
 
 /** The exercises that have checks in `checksDir`. */
@@ -66,49 +72,80 @@ export function listExercises(checksDir: string): string[] {
   return fs.readdirSync(checksDir).filter((f) => f.endsWith(CHECKS_SUFFIX)).map((f) => f.slice(0, -CHECKS_SUFFIX.length)).sort();
 }
 
-/** Which exercise a notebook is: forced; else its metadata.exercise.name; else its file name (or its NN- prefix). */
+/**
+ * Which exercise a notebook is: `forced` if given; else what its metadata.exercise.name and its file name say, when
+ * they agree (a notebook whose metadata and file name name different exercises is graded as neither: pass
+ * --exercise). Throws a clear error when it cannot tell.
+ */
 export function resolveExercise(nb: Notebook, file: string, checksDir: string, forced?: string): string {
   const known = listExercises(checksDir);
+  if (known.length === 0) throw new Error(`no checks files (NN-name.checks.ts) in ${checksDir}`);
   if (forced) {
-    if (!known.includes(forced)) throw new Error(`no checks for exercise "${forced}" in ${checksDir} (known: ${known.join(", ") || "none"})`);
+    if (!known.includes(forced)) throw new Error(`no checks for exercise "${forced}" in ${checksDir} (known: ${known.join(", ")})`);
     return forced;
   }
   const meta = (nb.metadata?.exercise as { name?: unknown } | undefined)?.name;
-  if (typeof meta === "string" && known.includes(meta)) return meta;
   const base = path.basename(file, ".ipynb");
-  const exact = known.find((k) => base === k || base.startsWith(k));
-  if (exact) return exact;
   const nn = /^(\d\d)\b/.exec(base)?.[1];
-  const byNumber = nn ? known.filter((k) => k.startsWith(`${nn}-`)) : [];
-  if (byNumber.length === 1) return byNumber[0];
+  const byName = known.find((k) => base === k || base.startsWith(k)) ?? (nn ? known.filter((k) => k.startsWith(`${nn}-`)) : []).find((_, i, all) => all.length === 1);
+  if (typeof meta === "string" && meta) {
+    if (!known.includes(meta)) throw new Error(`${file} says it is exercise "${meta}" (metadata.exercise.name), which has no checks in ${checksDir} (known: ${known.join(", ")}); pass --exercise <name>`);
+    if (byName && byName !== meta) throw new Error(`${file} is named like exercise ${byName} but its metadata says ${meta}: graded as neither; pass --exercise <name> to say which`);
+    return meta;
+  }
+  if (byName) return byName;
   throw new Error(`cannot tell which exercise ${file} is (no metadata.exercise.name, and its file name matches none of ${known.join(", ")}); pass --exercise <name>`);
 }
 
-function sha256(file: string): string {
-  return crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+function sha256(text: string): string {
+  return crypto.createHash("sha256").update(text).digest("hex");
 }
 
 /** Checks files read once per grading session, with their hashes (to notice a notebook changing them). */
 export class ChecksCache {
-  private readonly cache = new Map<string, { checks: ExerciseChecks; hash: string }>();
+  private readonly cache = new Map<string, { checks: ExerciseChecks; text: string; hash: string }>();
   constructor(readonly dir: string) {}
 
-  get(exercise: string): ExerciseChecks {
+  private entry(exercise: string) {
     let hit = this.cache.get(exercise);
     if (!hit) {
       const file = path.join(this.dir, exercise + CHECKS_SUFFIX);
-      const checks = readChecksFile(file);
+      let text: string;
+      try {
+        text = fs.readFileSync(file, "utf8");
+      } catch (e) {
+        throw new Error(`cannot read the checks file ${file}: ${(e as Error).message}`);
+      }
+      const checks = parseChecksFile(text, file);
       if (checks.exercise !== exercise) throw new Error(`${file} says //@@ exercise ${checks.exercise}; it must match its file name (${exercise})`);
-      hit = { checks, hash: sha256(file) };
+      hit = { checks, text, hash: sha256(text) };
       this.cache.set(exercise, hit);
     }
-    return hit.checks;
+    return hit;
+  }
+
+  get(exercise: string): ExerciseChecks {
+    return this.entry(exercise).checks;
+  }
+
+  /** The text the checks were parsed from (what the judge gets: it never reads the file again). */
+  text(exercise: string): string {
+    return this.entry(exercise).text;
   }
 
   /** Checks files whose content changed since they were read. */
   changed(): string[] {
-    return [...this.cache.values()].filter((v) => !fs.existsSync(v.checks.file) || sha256(v.checks.file) !== v.hash).map((v) => v.checks.file);
+    return [...this.cache.values()].filter((v) => !fs.existsSync(v.checks.file) || sha256(fs.readFileSync(v.checks.file, "utf8")) !== v.hash).map((v) => v.checks.file);
   }
+}
+
+/** The exercise's TODO cells as the kit ships them (exercises/<name>.ipynb), by TODO name; {} if it has none. */
+export function starterTodos(kitRoot: string, exercise: string): Record<string, string> {
+  const file = path.join(kitRoot, "exercises", `${exercise}.ipynb`);
+  const out: Record<string, string> = {};
+  if (!fs.existsSync(file)) return out;
+  for (const t of todoCells(readNotebook(file))) out[t.name] = t.source;
+  return out;
 }
 
 function emptyResult(file: string, student: string, seed: number, t0: number): GradeResult {
@@ -138,25 +175,44 @@ export async function gradeNotebook(file: string, opts: GradeOptions, cache?: Ch
   result.max = maxPoints(checks);
   result.checks = checks.checks.map((c) => ({ id: c.id, title: c.title, points: 0, max: c.points, passed: false, feedback: "not graded" }));
   const nonce = crypto.randomBytes(16).toString("hex");
-  const built = buildGradedNotebook(nb, checks, { nonce, seed });
+  const todo: Record<string, string> = {};
+  for (const t of todoCells(nb)) todo[t.name] = t.source;
+  const timeout = opts.timeout ?? checks.timeoutSeconds ?? 600;
+  const judge = new JudgeProcess({
+    kitRoot: opts.kitRoot, checksFile: checks.file, checksText: checksCache.text(result.exercise), seed, todo, starter: starterTodos(opts.kitRoot, result.exercise),
+    env: judgeEnv(opts), timeout,
+  });
   const work = privateTempDir("grade-work-");
   const priv = privateTempDir("grade-private-");
   try {
+    const calls = await judge.calls();
+    const built = buildGradedNotebook(nb, checks, { nonce, calls });
     const cwd = prepareWorkFolder(work, path.basename(file), text, opts.kitRoot, checks.data);
     const graded = path.join(priv, "graded.ipynb");
     const executed = path.join(priv, "executed.ipynb");
     fs.writeFileSync(graded, JSON.stringify(built.notebook));
-    const timeout = opts.timeout ?? checks.timeoutSeconds ?? 600;
     opts.log?.(`grading ${file} as ${result.exercise} (seed ${seed})`);
     const summary = await executeNotebook(graded, executed, {
       jupyter: opts.jupyter, cwd, deadline: timeout, cellTimeout: opts.cellTimeout ?? Math.min(180, timeout), log: path.join(priv, "kernel.log"),
     });
     const out = readNotebook(executed);
-    result.checks = scoreChecks(out, built, checks, summary, nonce);
+    const verdicts = await judge.verdicts(answersForJudge(kernelAnswers(out, built, nonce)));
+    result.checks = scoreChecks(out, built, checks, summary, nonce, verdicts);
     result.cellErrors = studentCellErrors(out, built, summary);
     const statuses = new Set(summary.cells.map((c) => c.status));
     result.status = statuses.has("dead") ? "crashed" : statuses.has("timeout") || statuses.has("not-run") ? "timeout" : "ok";
-    result.warnings = suspiciousCode(nb);
+    const graderErrors = result.checks.filter((c) => c.graderError);
+    if (graderErrors.length) {
+      result.status = "error";
+      result.error = `the grader's own checks failed (${graderErrors.map((c) => c.id).join(", ")}): this grade cannot be trusted`;
+    }
+    result.warnings = [...suspiciousCode(nb), ...Object.values(verdicts).flatMap((v) => v.notes ?? [])];
+    // the checks are hashed before and after every run: a change means a submission reached them (it should not)
+    for (const f of checksCache.changed()) {
+      result.status = "error";
+      result.error = `${f} changed while this notebook ran: restore it (git checkout) and grade again`;
+      result.warnings.push(`the checks file ${f} changed while this notebook ran`);
+    }
     result.slowestCells = summary.cells
       .filter((c) => c.seconds !== null)
       .map((c) => ({ cell: c.index, seconds: c.seconds as number }))
@@ -166,6 +222,7 @@ export async function gradeNotebook(file: string, opts: GradeOptions, cache?: Ch
     result.status = "error";
     result.error = (e as Error).message;
   } finally {
+    judge.kill();
     if (!opts.keep) {
       fs.rmSync(work, { recursive: true, force: true });
       fs.rmSync(priv, { recursive: true, force: true });

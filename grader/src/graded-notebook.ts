@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { ExerciseChecks } from "./checks-file.js";
 import type { GradeSessionConfig } from "./check-session.js";
+import type { KernelCall } from "./judge.js";
 
 export interface NotebookOutput {
   output_type: string;
@@ -95,10 +96,11 @@ export interface GradedNotebook {
 }
 
 /**
- * The grader's private notebook: the student's cells, the preamble and one cell per check.
- * The nonce appears only in the preamble (the session keeps it private); the check cells name only their id.
+ * The grader's private notebook: the student's cells, the preamble (session and kernel setup), then one cell per
+ * check that calls the student's code: its kernel part and the calls the judge sent (`calls`, by check id). The
+ * nonce appears only in the preamble; no reference, tolerance or verdict is in any cell (the judge keeps them).
  */
-export function buildGradedNotebook(student: Notebook, checks: ExerciseChecks, run: { nonce: string; seed: number }): GradedNotebook {
+export function buildGradedNotebook(student: Notebook, checks: ExerciseChecks, run: { nonce: string; calls: Record<string, KernelCall[]> }): GradedNotebook {
   const cells: NotebookCell[] = student.cells.map((c) => ({
     cell_type: c.cell_type,
     source: cellSource(c),
@@ -106,15 +108,7 @@ export function buildGradedNotebook(student: Notebook, checks: ExerciseChecks, r
     ...(c.cell_type === "code" ? { outputs: [], execution_count: null } : {}),
   }));
   const studentCells = cells.length;
-  const todo: Record<string, string> = {};
-  for (const t of todoCells(student)) todo[t.name] = t.source;
-  const config: GradeSessionConfig = {
-    nonce: run.nonce,
-    seed: run.seed,
-    exercise: checks.exercise,
-    checks: checks.checks.map((c) => ({ id: c.id, max: c.points, title: c.title })),
-    todo,
-  };
+  const config: GradeSessionConfig = { nonce: run.nonce, exercise: checks.exercise };
   // tslab mangles identifiers that start with "__"; "$" keeps the grader's names clear of the student's.
   // The session comes from the grader's own build by its path: kernel-lib does not export it, and the work
   // folder's node_modules need not know the grader.
@@ -124,16 +118,16 @@ export function buildGradedNotebook(student: Notebook, checks: ExerciseChecks, r
     `import { GradeSession as $GradeSession } from ${JSON.stringify(sessionModule())};`,
     `await $gradeLib.initBackend();`,
     `const $grade = new $GradeSession(${JSON.stringify(config)}, $gradeTf, $gradeLib);`,
-    checks.setup
-      ? `const $setup = await $grade.setup(async (g) => {\nconst tf = g.tf; const lib = g.lib;\n${checks.setup}\n});`
-      : `const $setup = {};`,
+    checks.kernelSetup ? `await $grade.setup(async (tf, lib) => {\n${checks.kernelSetup}\n});` : "",
     `console.log("grading ${checks.exercise}: ${checks.checks.length} hidden checks");`,
-  ].join("\n");
+  ].filter(Boolean).join("\n");
   cells.push(codeCell(preamble, "preamble"));
   const preambleIndex = cells.length - 1;
   const checkCells = new Map<number, string>();
   for (const c of checks.checks) {
-    const src = `// hidden check "${c.id}": ${c.title}\nawait $grade.run(${JSON.stringify(c.id)}, async (g) => {\nconst tf = g.tf; const lib = g.lib; const h = $setup;\n${c.body}\n});`;
+    const calls = run.calls[c.id] ?? [];
+    if (calls.length === 0) continue;
+    const src = `// hidden check "${c.id}": the student's outputs for the grader's judge\nawait $grade.run(${JSON.stringify(c.id)}, ${JSON.stringify(JSON.stringify(calls))}, async (k) => {\nconst tf = $gradeTf; const lib = $gradeLib;\n${c.kernel}\n});`;
     cells.push(codeCell(src, `check:${c.id}`));
     checkCells.set(cells.length - 1, c.id);
   }

@@ -1,10 +1,11 @@
-// Reading the grade out of the executed private notebook. A check's result counts only if it is a
-// `@@GRADE <nonce> {...}` line in the output of that check's own cell, carries this run's nonce and the check's
-// id, and appears once; its points are clamped to the checks file's maximum. A check cell that printed no such
-// line scores 0, with its stderr (a compile error, a timeout) as feedback. Lines printed anywhere else (the
-// student's own cells) are ignored.
+// Reading the kernel's answers out of the executed private notebook, and the score. A check's answers count only
+// if they are a `@@GRADE <nonce> {...}` line in the output of that check's own cell, carry this run's nonce and the
+// check's id, and appear once; the judge (judge.ts, the grader's process) turns them into a verdict, and its points
+// are clamped here to the checks file's maximum. A check cell that printed no such line scores 0, with its stderr
+// (a compile error, a timeout) as feedback. Lines printed anywhere else (the student's own cells) are ignored.
 import type { ExerciseChecks } from "./checks-file.js";
 import { GRADE_MARKER, type CheckLine } from "./check-session.js";
+import type { KernelAnswer, Verdict } from "./judge.js";
 import { type GradedNotebook, type Notebook, cellSource, cellTags, streamText } from "./graded-notebook.js";
 import type { CellStatus, RunnerSummary } from "./execute.js";
 
@@ -15,6 +16,8 @@ export interface CheckOutcome {
   max: number;
   passed: boolean;
   feedback: string;
+  /** the checks' own code failed: the grade is not trustworthy (the result's status says "error") */
+  graderError?: boolean;
 }
 
 export interface CellError {
@@ -82,22 +85,49 @@ function whereDefined(executed: Notebook, built: GradedNotebook, status: Map<num
   return "no cell declares it: keep the names the exercise gives.";
 }
 
-/** The outcome of every check, in the checks file's order. */
-export function scoreChecks(executed: Notebook, built: GradedNotebook, checks: ExerciseChecks, summary: RunnerSummary, nonce: string): CheckOutcome[] {
+/** Each check cell's one answer line (checks whose cell printed none, or more than one, are left out). */
+export function kernelAnswers(executed: Notebook, built: GradedNotebook, nonce: string): Map<string, { line: CheckLine | null; count: number }> {
+  const out = new Map<string, { line: CheckLine | null; count: number }>();
+  for (const [index, id] of built.checkCells) {
+    const cell = executed.cells[index];
+    out.set(id, cell ? lineFor(streamText(cell, "stdout"), nonce, id) : { line: null, count: 0 });
+  }
+  return out;
+}
+
+/** The answers to hand to the judge: one valid line per check, with answers as a list. */
+export function answersForJudge(lines: Map<string, { line: CheckLine | null; count: number }>): Record<string, KernelAnswer[]> {
+  const out: Record<string, KernelAnswer[]> = {};
+  for (const [id, { line, count }] of lines) {
+    if (line && count === 1 && line.setupError === undefined && Array.isArray(line.answers)) out[id] = line.answers;
+  }
+  return out;
+}
+
+/** The outcome of every check, in the checks file's order, from the judge's verdicts and the kernel's lines. */
+export function scoreChecks(executed: Notebook, built: GradedNotebook, checks: ExerciseChecks, summary: RunnerSummary, nonce: string,
+  verdicts: Record<string, Verdict>): CheckOutcome[] {
   const status = new Map(summary.cells.map((c) => [c.index, c.status]));
   const preamble = executed.cells[built.preambleIndex];
   const preambleErr = preamble ? cleanStderr(streamText(preamble, "stderr")) : "";
   const byId = new Map([...built.checkCells].map(([index, id]) => [id, index]));
+  const lines = kernelAnswers(executed, built, nonce);
   return checks.checks.map((c) => {
-    const index = byId.get(c.id)!;
-    const cell = executed.cells[index];
+    const index = byId.get(c.id);
     const base = { id: c.id, title: c.title, max: c.points };
-    const { line, count } = cell ? lineFor(streamText(cell, "stdout"), nonce, c.id) : { line: null, count: 0 };
-    if (line && count === 1) {
-      const points = Math.max(0, Math.min(c.points, Number(line.points) || 0));
-      return { ...base, points, passed: line.passed === true && points === c.points, feedback: String(line.feedback ?? "") };
+    const verdict = verdicts[c.id];
+    const clamp = (v: Verdict) => {
+      const points = v.passed ? c.points : Math.max(0, Math.min(c.points, Number(v.points ?? 0) || 0));
+      return { ...base, points, passed: v.passed === true && points === c.points, feedback: v.feedback, ...(v.graderError ? { graderError: true } : {}) };
+    };
+    if (index === undefined) return verdict ? clamp(verdict) : { ...base, points: 0, passed: false, feedback: "The judge gave no verdict.", graderError: true };
+    const { line, count } = lines.get(c.id) ?? { line: null, count: 0 };
+    if (line && count === 1 && line.setupError !== undefined) {
+      return { ...base, points: 0, passed: false, feedback: `The checks' setup failed in your notebook's kernel (${line.setupError}), so this check could not call your code.` };
     }
-    if (count > 1) return { ...base, points: 0, passed: false, feedback: `The check's result line appeared ${count} times: something in the notebook printed grader lines. Scored 0; ask your teacher.` };
+    if (line && count === 1 && verdict) return clamp(verdict);
+    if (count > 1) return { ...base, points: 0, passed: false, feedback: `The check's answer line appeared ${count} times: something in the notebook printed grader lines. Scored 0; ask your teacher.` };
+    const cell = executed.cells[index];
     const st = status.get(index) ?? "not-run";
     const err = cell ? cleanStderr(streamText(cell, "stderr")) : "";
     let feedback: string;
@@ -111,6 +141,7 @@ export function scoreChecks(executed: Notebook, built: GradedNotebook, checks: E
           ? `The check does not compile against your code (keep the function signatures the exercise gives):\n${err}`
           : `The check could not run:\n${err}`;
     } else if (preambleErr) feedback = `The grader's preamble failed:\n${preambleErr}`;
+    else if (line && !verdict) feedback = "The judge could not read what your code returned.";
     else feedback = "The check printed no result.";
     return { ...base, points: 0, passed: false, feedback };
   });

@@ -15,11 +15,11 @@ const USAGE = `usage: npm run grade -- <notebook.ipynb | folder> [options]
   --csv FILE           a folder: the class summary (default grades.csv)
   --jobs N             a folder: notebooks graded in parallel (default 1)
   --checks DIR         folder of NN-name.checks.ts (default exercises/checks)
-  --exercise NAME      grade as this exercise (default: from the notebook's metadata or file name)
+  --exercise NAME      grade as this exercise (default: from the notebook's metadata and file name, which must agree)
   --seed N             the checks' random seed (default: fresh each run)
   --timeout S          seconds per notebook (default: the checks file's, else 600)
   --cell-timeout S     seconds per cell (default min(180, timeout))
-  --min-score P|N%     exit 1 unless every notebook scores at least P points (or N% of the maximum)
+  --min-score P|N%     exit 1 unless every notebook was graded "ok" and scores at least P points (or N% of the maximum)
   --keep               keep the temporary work folders`;
 
 const args = process.argv.slice(2);
@@ -57,6 +57,13 @@ const num = (k) => {
 };
 
 const grader = require(path.join(root, "grader"));
+// a checks folder that cannot be read is an error before anything is graded (never "0 / 0")
+const checksDir = flags.has("checks") ? here(flags.get("checks")) : path.join(root, "exercises", "checks");
+try {
+  if (grader.listExercises(checksDir).length === 0) fail(`no checks files (NN-name.checks.ts) in ${checksDir}`);
+} catch (e) {
+  fail(e.message);
+}
 registerKernel();
 const jobs = num("jobs") ?? 1;
 // notebooks graded side by side each get one wasm thread unless told otherwise (threads would fight for the cores)
@@ -64,7 +71,7 @@ const kernelEnv = { HF_HUB_OFFLINE: "1", ...(jobs > 1 ? { TFJS_WASM_THREADS: "1"
 const opts = {
   kitRoot: root,
   jupyter: { python: jupyterPython(), env: kernelEnv },
-  checksDir: flags.has("checks") ? here(flags.get("checks")) : undefined,
+  checksDir,
   exercise: flags.get("exercise"),
   seed: num("seed"),
   timeout: num("timeout"),
@@ -78,8 +85,10 @@ function writeReport(file, r) {
   fs.writeFileSync(file, file.endsWith(".html") ? grader.formatHtml(r) : grader.formatMarkdown(r));
 }
 
+// --min-score fails closed: a notebook that was not graded "ok" (an error, a timeout, a crash) does not pass
 function meetsMin(r) {
   if (!flags.has("min-score")) return true;
+  if (r.status !== "ok") return false;
   const s = String(flags.get("min-score"));
   const need = s.endsWith("%") ? (Number(s.slice(0, -1)) / 100) * r.max : Number(s);
   if (!Number.isFinite(need)) fail(`--min-score must be points or a percentage, got ${s}`);
@@ -116,4 +125,6 @@ if (flags.has("json")) {
 }
 const broken = results.filter((r) => r.status === "error");
 if (broken.length) for (const r of broken) console.error(`could not grade ${r.notebook}: ${r.error}`);
-process.exit(results.every(meetsMin) ? 0 : 1);
+// one notebook that could not be graded is a failed run; in a class folder the CSV says which (exit 0 unless --min-score)
+const singleBroken = !fs.statSync(target).isDirectory() && broken.length > 0;
+process.exit(!singleBroken && results.every(meetsMin) ? 0 : 1);

@@ -2,8 +2,9 @@
 // (scripts/run_notebook.py, also behind `npm run lesson`, the browser test and `npm run rehearse`) with
 // --keep-going: cell by cell, errors allowed (with the pause tslab needs after an error), a timed-out or
 // kernel-killing cell skipped after a restart, a hard deadline after which the runner and its kernel are killed.
-// Work folders: each submission runs in a fresh temporary folder holding only a copy of its notebook, copies of
-// the data folders its exercise declares, and a link to the kit's node_modules (for `import ... from "kernel-lib"`).
+// Work folders: each submission runs in a fresh temporary folder holding only a copy of its notebook and copies of
+// the data folders its exercise declares; sandbox.ts adds the kit's node_modules, kernel-lib and grader (links, or
+// read-only binds in the kernel's own mount namespace) and the kernel's private HOME.
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -99,20 +100,27 @@ export function executeNotebook(notebookFile: string, outFile: string, opts: Exe
   });
 }
 
-/** A fresh private temporary folder (mode 0700). */
+/**
+ * A fresh private temporary folder (mode 0700) in <tmp>/kit-grader-<uid>/ (mode 0711: not listable, so a
+ * submission cannot find another's random folder name).
+ */
 export function privateTempDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const base = path.join(os.tmpdir(), `kit-grader-${typeof process.getuid === "function" ? process.getuid() : "user"}`);
+  fs.mkdirSync(base, { recursive: true, mode: 0o711 });
+  const st = fs.lstatSync(base);
+  if (!st.isDirectory() || (typeof process.getuid === "function" && st.uid !== process.getuid())) throw new Error(`${base} is not the grader's own folder`);
+  fs.chmodSync(base, 0o711);
+  return fs.mkdtempSync(path.join(base, prefix));
 }
 
 /**
- * A work folder for one submission: <dir>/exercises/<name>.ipynb (a copy), <dir>/<data> copies, and
- * <dir>/node_modules linking to the kit's. Returns the notebook's folder (the kernel's cwd).
+ * A work folder for one submission: <dir>/exercises/<name>.ipynb (a copy) and <dir>/<data> copies.
+ * Returns the notebook's folder (the kernel's cwd).
  */
 export function prepareWorkFolder(dir: string, notebookName: string, notebookText: string, kitRoot: string, data: string[]): string {
   const nbDir = path.join(dir, "exercises");
   fs.mkdirSync(nbDir, { recursive: true });
   fs.writeFileSync(path.join(nbDir, notebookName), notebookText);
-  fs.symlinkSync(path.join(kitRoot, "node_modules"), path.join(dir, "node_modules"), "dir");
   for (const d of data) {
     const from = path.join(kitRoot, d);
     if (!fs.existsSync(from)) throw new Error(`the exercise needs ${d}, which is not in ${kitRoot}`);

@@ -10,6 +10,7 @@ import * as path from "node:path";
 import { type ExerciseChecks, maxPoints, parseChecksFile } from "./checks-file.js";
 import { buildGradedNotebook, readNotebook, suspiciousCode, todoCells, type Notebook } from "./graded-notebook.js";
 import { JudgeProcess } from "./judge-process.js";
+import { prepareSandbox } from "./sandbox.js";
 import { type JupyterCommand, executeNotebook, prepareWorkFolder, privateTempDir } from "./execute.js";
 import { type CellError, type CheckOutcome, answersForJudge, kernelAnswers, scoreChecks, studentCellErrors } from "./score.js";
 
@@ -31,6 +32,8 @@ export interface GradeResult {
   checks: CheckOutcome[];
   cellErrors: CellError[];
   warnings: string[];
+  /** What isolated the kernel (sandbox.ts), in words. */
+  sandbox?: string;
   /** The three slowest cells (index, seconds): where a notebook near its time limit spends it. */
   slowestCells: { cell: number; seconds: number }[];
 }
@@ -57,11 +60,10 @@ export interface GradeOptions {
   displayPath?: string;
   /** Called with progress messages. */
   log?: (msg: string) => void;
-}
-
-/** The judge's environment: the kernel's (threads, offline Hub), so both see the same model and backend. */
-function judgeEnv(opts: GradeOptions): NodeJS.ProcessEnv {
-  return { ...process.env, ...opts.jupyter.env };
+  /** Bytes of memory a kernel may use (default 8 GiB). */
+  memoryBytes?: number;
+  /** Parallel slot of this run (each slot has its own sandbox user); gradeFolder sets it. */
+  slot?: number;
 }
 
 const CHECKS_SUFFIX = ".checks.ts";
@@ -178,22 +180,27 @@ export async function gradeNotebook(file: string, opts: GradeOptions, cache?: Ch
   const todo: Record<string, string> = {};
   for (const t of todoCells(nb)) todo[t.name] = t.source;
   const timeout = opts.timeout ?? checks.timeoutSeconds ?? 600;
-  const judge = new JudgeProcess({
-    kitRoot: opts.kitRoot, checksFile: checks.file, checksText: checksCache.text(result.exercise), seed, todo, starter: starterTodos(opts.kitRoot, result.exercise),
-    env: judgeEnv(opts), timeout,
-  });
   const work = privateTempDir("grade-work-");
   const priv = privateTempDir("grade-private-");
+  let judge: JudgeProcess | null = null;
+  let cleanup = () => {};
   try {
-    const calls = await judge.calls();
-    const built = buildGradedNotebook(nb, checks, { nonce, calls });
     const cwd = prepareWorkFolder(work, path.basename(file), text, opts.kitRoot, checks.data);
+    const sandbox = prepareSandbox({ kitRoot: opts.kitRoot, work, priv, slot: opts.slot ?? 0, memoryBytes: opts.memoryBytes, env: opts.jupyter.env });
+    cleanup = sandbox.cleanup;
+    result.sandbox = sandbox.description;
+    judge = new JudgeProcess({
+      kitRoot: opts.kitRoot, checksFile: checks.file, checksText: checksCache.text(result.exercise), seed, todo, starter: starterTodos(opts.kitRoot, result.exercise),
+      env: sandbox.judgeEnv, timeout,
+    });
+    const calls = await judge.calls();
+    const built = buildGradedNotebook(nb, checks, { nonce, calls, session: path.join(work, "grader", "dist", "check-session.js") });
     const graded = path.join(priv, "graded.ipynb");
     const executed = path.join(priv, "executed.ipynb");
     fs.writeFileSync(graded, JSON.stringify(built.notebook));
     opts.log?.(`grading ${file} as ${result.exercise} (seed ${seed})`);
     const summary = await executeNotebook(graded, executed, {
-      jupyter: opts.jupyter, cwd, deadline: timeout, cellTimeout: opts.cellTimeout ?? Math.min(180, timeout), log: path.join(priv, "kernel.log"),
+      jupyter: { ...opts.jupyter, env: sandbox.runnerEnv, kernel: sandbox.kernel }, cwd, deadline: timeout, cellTimeout: opts.cellTimeout ?? Math.min(180, timeout), log: path.join(priv, "kernel.log"),
     });
     const out = readNotebook(executed);
     const verdicts = await judge.verdicts(answersForJudge(kernelAnswers(out, built, nonce)));
@@ -222,7 +229,8 @@ export async function gradeNotebook(file: string, opts: GradeOptions, cache?: Ch
     result.status = "error";
     result.error = (e as Error).message;
   } finally {
-    judge.kill();
+    judge?.kill();
+    cleanup();
     if (!opts.keep) {
       fs.rmSync(work, { recursive: true, force: true });
       fs.rmSync(priv, { recursive: true, force: true });
@@ -265,15 +273,15 @@ export async function gradeFolder(dir: string, opts: GradeOptions & { jobs?: num
   const cache = new ChecksCache(opts.checksDir ?? path.join(opts.kitRoot, "exercises", "checks"));
   const results: GradeResult[] = new Array(subs.length);
   let next = 0;
-  const worker = async () => {
+  const worker = async (slot: number) => {
     while (next < subs.length) {
       const i = next++;
-      results[i] = await gradeNotebook(subs[i].file, { ...opts, student: subs[i].student, displayPath: path.relative(dir, subs[i].file) }, cache);
+      results[i] = await gradeNotebook(subs[i].file, { ...opts, slot, student: subs[i].student, displayPath: path.relative(dir, subs[i].file) }, cache);
       opts.log?.(`${subs[i].student}: ${results[i].total} / ${results[i].max} (${results[i].status}) ${subs[i].file}`);
     }
   };
   const jobs = Math.max(1, Math.min(opts.jobs ?? 1, subs.length || 1));
-  await Promise.all(Array.from({ length: jobs }, worker));
+  await Promise.all(Array.from({ length: jobs }, (_, slot) => worker(slot)));
   const warnings = cache.changed().map((f) => `${f} changed while grading: a notebook wrote to it. Restore it (git checkout) and grade again.`);
   return { results, warnings };
 }

@@ -100,7 +100,8 @@ export interface GradedNotebook {
  * check that calls the student's code: its kernel part and the calls the judge sent (`calls`, by check id). The
  * nonce appears only in the preamble; no reference, tolerance or verdict is in any cell (the judge keeps them).
  */
-export function buildGradedNotebook(student: Notebook, checks: ExerciseChecks, run: { nonce: string; calls: Record<string, KernelCall[]> }): GradedNotebook {
+export function buildGradedNotebook(student: Notebook, checks: ExerciseChecks,
+  run: { nonce: string; calls: Record<string, KernelCall[]>; /** where the kernel finds check-session.js (default: the kit's) */ session?: string }): GradedNotebook {
   const cells: NotebookCell[] = student.cells.map((c) => ({
     cell_type: c.cell_type,
     source: cellSource(c),
@@ -115,7 +116,7 @@ export function buildGradedNotebook(student: Notebook, checks: ExerciseChecks, r
   const preamble = [
     `import * as $gradeTf from "@tensorflow/tfjs";`,
     `import * as $gradeLib from "kernel-lib";`,
-    `import { GradeSession as $GradeSession } from ${JSON.stringify(sessionModule())};`,
+    `import { GradeSession as $GradeSession } from ${JSON.stringify(run.session ?? sessionModule())};`,
     `await $gradeLib.initBackend();`,
     `const $grade = new $GradeSession(${JSON.stringify(config)}, $gradeTf, $gradeLib);`,
     checks.kernelSetup ? `await $grade.setup(async (tf, lib) => {\n${checks.kernelSetup}\n});` : "",
@@ -143,14 +144,27 @@ export function buildGradedNotebook(student: Notebook, checks: ExerciseChecks, r
   return { notebook, studentCells, preambleIndex, checkCells };
 }
 
-/** Things in the student's cells a teacher should look at (not scored). */
+/**
+ * Things in the student's cells a teacher should look at (not scored): the grader's names, patching of prototypes,
+ * globals, console or stdout, code built at run time (eval, dynamic require/import with a built name), reads of
+ * /proc, of absolute paths or of the file system, processes. Static: a determined cheat can hide from it, which is
+ * why the verdicts do not depend on anything in the kernel; it tells the teacher where to look.
+ */
 export function suspiciousCode(nb: Notebook): string[] {
   const rules: [RegExp, string][] = [
-    [/@@GRADE/, "prints grader result lines (@@GRADE)"],
-    [/\$grade|GradeSession/, "refers to the grader's session"],
-    [/process\.stdout\.write\s*=|console\.(log|info)\s*=|defineProperty\(\s*(console|process)/, "replaces console or stdout"],
-    [/process\.exit|process\.kill|child_process/, "exits the kernel or starts processes"],
-    [/checks\.ts|exercises\/checks/, "mentions the hidden checks' files"],
+    [/@@GRADE|@@JUDGE/, "prints grader lines (@@GRADE)"],
+    [/\$grade|GradeSession|GradeContext|check-session|grader\/dist|\bJudge\b/, "refers to the grader"],
+    [/process\.stdout\.write\s*=|console\.(log|info|error)\s*=|defineProperty\(\s*(console|process)/, "replaces console or stdout"],
+    [/\.prototype\b\s*(\.\s*\w+\s*|\[[^\]]*\]\s*)?=(?![=>])|\bprototype\s*\[|setPrototypeOf|__proto__|Object\.(defineProperty|assign)\s*\(\s*\w+\.prototype/, "patches a prototype"],
+    [/\b(globalThis|global)\s*(\.\s*\w+|\[[^\]]*\])\s*=(?![=>])|Reflect\.(set|defineProperty)\s*\(/, "sets globals or properties by reflection"],
+    [/(^|[;{}])\s*(tf|lib|kit|kernelLib)\s*\.\s*\w+\s*=(?![=>])/m, "replaces a function of tfjs or the kit"],
+    [/\brequire\s*\(\s*(?!["'][^"'`$]*["']\s*\))|\bimport\s*\(\s*(?!["'][^"'`$]*["']\s*\))/, "requires or imports a module by a name built at run time"],
+    [/\beval\s*\(|\bnew\s+Function\s*\(|\bFunction\s*\(\s*["'`]|vm\.run|runInContext/, "runs code built from strings (eval, Function)"],
+    [/\/proc\b/, "reads /proc"],
+    [/["'`]\/(etc|root|home|tmp|proc|sys|work|var|usr|opt|mnt|srv)\b/, "uses absolute paths"],
+    [/["'](node:)?fs(\/promises)?["']|readFileSync|readdirSync|writeFileSync|createReadStream/, "uses the file system"],
+    [/process\.exit|process\.kill|child_process|execSync|spawnSync|\bspawn\s*\(/, "exits the kernel or starts processes"],
+    [/checks\.ts|exercises\/checks|solutions\//, "mentions the hidden checks' or the solutions' files"],
   ];
   const found: string[] = [];
   nb.cells.forEach((c, i) => {

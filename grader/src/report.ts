@@ -9,7 +9,7 @@ export function formatMarkdown(r: GradeResult): string {
   const out: string[] = [];
   out.push(`# Feedback: ${r.exercise || r.notebook}`, "");
   out.push(`**Score: ${num(r.total)} / ${num(r.max)}** (${pct(r)})${r.status === "ok" ? "" : ` — ${r.status}${r.error ? `: ${r.error}` : ""}`}`, "");
-  out.push(`Notebook \`${r.notebook}\`${r.student ? `, student \`${r.student}\`` : ""}; graded ${r.gradedAt} in ${num(r.seconds)} s; random seed ${r.seed} (the checks draw fresh inputs every run).`, "");
+  out.push(`Notebook \`${r.notebook}\`${r.student ? `, student \`${r.student}\`` : ""}; graded ${r.gradedAt} in ${num(r.seconds)} s; random seed ${r.seed} (the checks draw fresh inputs every run).${r.sandbox ? ` Sandbox: ${r.sandbox}.` : ""}`, "");
   if (r.checks.length) {
     out.push("| | check | points |", "|---|---|---|");
     for (const c of r.checks) out.push(`| ${c.passed ? "✅" : c.points > 0 ? "🟡" : "❌"} | ${c.title} (\`${c.id}\`) | ${num(c.points)} / ${num(c.max)} |`);
@@ -63,7 +63,7 @@ tr.part td:first-child{color:#9a6700}tr.bad td:first-child{color:#cf222e}pre{bac
 .score{font-size:1.4em}</style></head><body>
 <h1>Feedback: ${esc(r.exercise || r.notebook)}</h1>
 <p class="score"><b>Score: ${num(r.total)} / ${num(r.max)}</b> (${pct(r)})${r.status === "ok" ? "" : ` — ${esc(r.status)}${r.error ? `: ${esc(r.error)}` : ""}`}</p>
-<p>Notebook <code>${esc(r.notebook)}</code>${r.student ? `, student <code>${esc(r.student)}</code>` : ""}; graded ${esc(r.gradedAt)} in ${num(r.seconds)} s; random seed ${r.seed}.</p>
+<p>Notebook <code>${esc(r.notebook)}</code>${r.student ? `, student <code>${esc(r.student)}</code>` : ""}; graded ${esc(r.gradedAt)} in ${num(r.seconds)} s; random seed ${r.seed}.${r.sandbox ? ` Sandbox: ${esc(r.sandbox)}.` : ""}</p>
 <table><tr><th></th><th>check</th><th>points</th></tr>
 ${rows}
 </table>
@@ -74,12 +74,14 @@ ${warn ? `<h2>Notes for the teacher</h2><ul>${warn}</ul>` : ""}
 `;
 }
 
+/** One CSV cell: quoted where needed; text a spreadsheet would run as a formula (=, +, -, @, tab, CR) starts with '. */
 function csvField(v: string | number): string {
-  const s = String(v);
-  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  let s = String(v);
+  if (typeof v === "string" && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-export const CSV_COLUMNS = ["student", "notebook", "exercise", "points", "max", "percent", "status", "seconds", "failed_checks"] as const;
+export const CSV_COLUMNS = ["student", "notebook", "exercise", "points", "max", "percent", "status", "seconds", "failed_checks", "notes"] as const;
 
 /** One row per graded notebook. */
 export function formatCsv(results: GradeResult[]): string {
@@ -94,6 +96,7 @@ export function formatCsv(results: GradeResult[]): string {
       r.status,
       num(r.seconds),
       r.checks.filter((c) => !c.passed).map((c) => c.id).join(" "),
+      [...(r.error ? [`${r.status}: ${r.error}`] : []), ...r.warnings].join("; "),
     ].map(csvField).join(","),
   );
   return [CSV_COLUMNS.join(","), ...rows].join("\n") + "\n";

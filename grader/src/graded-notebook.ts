@@ -155,7 +155,7 @@ export function suspiciousCode(nb: Notebook): string[] {
     [/@@GRADE|@@JUDGE/, "prints grader lines (@@GRADE)"],
     [/\$grade|GradeSession|GradeContext|check-session|grader\/dist|\bJudge\b/, "refers to the grader"],
     [/process\.stdout\.write\s*=|console\.(log|info|error)\s*=|defineProperty\(\s*(console|process)/, "replaces console or stdout"],
-    [/\.prototype\b\s*(\.\s*\w+\s*|\[[^\]]*\]\s*)?=(?![=>])|\bprototype\s*\[|setPrototypeOf|__proto__|Object\.(defineProperty|assign)\s*\(\s*\w+\.prototype/, "patches a prototype"],
+    [/\.\s*prototype\b|\[\s*["'`]prototype["'`]\s*\]|setPrototypeOf|__proto__/, "patches a prototype"],
     [/\b(globalThis|global)\s*(\.\s*\w+|\[[^\]]*\])\s*=(?![=>])|Reflect\.(set|defineProperty)\s*\(/, "sets globals or properties by reflection"],
     [/(^|[;{}])\s*(tf|lib|kit|kernelLib)\s*\.\s*\w+\s*=(?![=>])/m, "replaces a function of tfjs or the kit"],
     [/\brequire\s*\(\s*(?!["'][^"'`$]*["']\s*\))|\bimport\s*\(\s*(?!["'][^"'`$]*["']\s*\))/, "requires or imports a module by a name built at run time"],

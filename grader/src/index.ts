@@ -7,3 +7,7 @@ export * from "./execute.js";
 export * from "./score.js";
 export * from "./report.js";
 export * from "./grade.js";
+export * from "./judge.js";
+export * from "./judge-process.js";
+export * from "./wire.js";
+export * from "./sandbox.js";

@@ -25,7 +25,7 @@ export interface SandboxOptions {
   slot: number;
   /** bytes of memory for the kernel (default 8 GiB) */
   memoryBytes?: number;
-  /** environment of the grading run (the kernel gets only HF_*, TFJS_* and KIT_* of it) */
+  /** environment of the grading run (the kernel gets only a few settings of it, see kernelEnv) */
   env: NodeJS.ProcessEnv;
 }
 
@@ -91,11 +91,12 @@ function makeCgroup(bytes: number): string {
 
 const shq = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
-/** The kernel's environment: only HF_*, TFJS_* and KIT_* settings with plain values (no tokens, no spaces). */
+/** The kernel's environment: only the Hub's offline and cache settings, TFJS_* and KIT_MEMORY_BUDGET, with plain
+ * values (no tokens, nothing else of the grader's). */
 function kernelEnv(env: NodeJS.ProcessEnv, home: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) {
-    if (v !== undefined && /^(HF_|TFJS_|KIT_)[A-Z0-9_]*$/.test(k) && k !== "HF_TOKEN" && /^[\w./:@+,=-]*$/.test(v)) out[k] = v;
+    if (v !== undefined && /^(HF_HUB_OFFLINE|HF_HOME|HF_HUB_CACHE|HF_ENDPOINT|TFJS_[A-Z0-9_]+|KIT_MEMORY_BUDGET)$/.test(k) && /^[\w./:@+,=-]*$/.test(v)) out[k] = v;
   }
   // the Hugging Face cache is the grader's HF_HOME when given, else an empty one in the work folder (offline models)
   out.HF_HOME ??= path.join(home, ".cache", "huggingface");

@@ -115,6 +115,15 @@ describe("the exercises", () => {
     }
   });
 
+  it("an exercise whose TODO cells must not call a kit function says which, and a hidden check enforces it", () => {
+    const withRule = names.filter((n) => readChecksFile(path.join(root, "exercises", "checks", `${n}.checks.ts`)).checks.some((c) => /g\.byHand\(/.test(c.body)));
+    expect(withRule).toEqual(["01-ddpm-step", "02-ddim-step", "03-cfg", "04-scheduler-swap", "06-lora", "07-attention-slicing"]);
+    for (const n of names) {
+      const ex = JSON.parse(fs.readFileSync(path.join(root, "exercises", `${n}.ipynb`), "utf8")) as Notebook;
+      expect(ex.cells.some((c) => c.cell_type === "markdown" && src(c).includes("**By hand.**")), n).toBe(withRule.includes(n));
+    }
+  });
+
   it("GitHub Classroom runs the grader once per exercise, for its full score", () => {
     const cfg = JSON.parse(fs.readFileSync(path.join(root, ".github", "classroom", "autograding.json"), "utf8")) as { tests: { run: string; points: number; timeout: number }[] };
     expect(cfg.tests.length).toBe(names.length);

@@ -20,6 +20,7 @@ const USAGE = `usage: npm run grade -- <notebook.ipynb | folder> [options]
   --timeout S          seconds per notebook (default: the checks file's, else 600)
   --cell-timeout S     seconds per cell (default min(180, timeout))
   --min-score P|N%     exit 1 unless every notebook was graded "ok" and scores at least P points (or N% of the maximum)
+  --memory GIB         memory a kernel may use (default 8; RLIMIT_DATA, plus a memory cgroup as root)
   --keep               keep the temporary work folders`;
 
 const args = process.argv.slice(2);
@@ -41,7 +42,7 @@ if (flags.has("help") || flags.has("h")) {
   console.log(USAGE);
   process.exit(0);
 }
-const known = ["json", "report", "csv", "jobs", "checks", "exercise", "seed", "timeout", "cell-timeout", "min-score", "keep"];
+const known = ["json", "report", "csv", "jobs", "checks", "exercise", "seed", "timeout", "cell-timeout", "min-score", "memory", "keep"];
 for (const k of flags.keys()) if (!known.includes(k)) fail(`unknown option --${k}`);
 if (positional.length !== 1) fail("give one notebook or one folder");
 // npm run starts scripts in the package's folder; paths on the command line are the caller's (INIT_CWD)
@@ -77,6 +78,7 @@ const opts = {
   timeout: num("timeout"),
   cellTimeout: num("cell-timeout"),
   keep: flags.get("keep") === true,
+  memoryBytes: flags.has("memory") ? num("memory") * 2 ** 30 : undefined,
   log: (m) => console.error(m),
 };
 

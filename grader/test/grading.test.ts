@@ -469,6 +469,19 @@ describe("finding submissions and their exercise", () => {
     expect(b.error).toMatch(/says it is exercise "nope" \(metadata.exercise.name\), which has no checks/);
   });
 
+  it("notices a checks file that changed after it was read (hashed before and after every run)", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "checks-"));
+    fs.writeFileSync(path.join(dir, "09-demo.checks.ts"), CHECKS);
+    const cache = new grader.ChecksCache(dir);
+    expect(cache.get("09-demo").checks.length).toBe(2);
+    expect(cache.text("09-demo")).toBe(CHECKS);
+    expect(cache.changed()).toEqual([]);
+    fs.appendFileSync(path.join(dir, "09-demo.checks.ts"), "//@@ check pwned 99 x\nreturn g.pass('x');\n");
+    expect(cache.changed()).toEqual([path.join(dir, "09-demo.checks.ts")]);
+    // the judge gets the text read before: the change does not reach this session's grades
+    expect(cache.text("09-demo")).toBe(CHECKS);
+  });
+
   it("walks a class folder: student = first folder (nbgrader's submitted/<student>/...), checkpoints skipped", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "subs-"));
     for (const p of ["alice/a1/01-x.ipynb", "alice/a1/.ipynb_checkpoints/01-x-checkpoint.ipynb", "bob.ipynb", "carol/notes.txt"]) {

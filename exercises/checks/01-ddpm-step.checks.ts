@@ -99,27 +99,29 @@ return h.step(g, s, t).judge("the noise term is added only when t > 0.");
 //@@ kernel
 return { step: (a: any) => ddpmStep(k.scheduler(a.scheduler), a.eps, a.t, a.x, a.z) };
 
-//@@ check no-leak 1 ddpmStep() leaves no tensors behind
+//@@ check no-leak 1 ddpmStep() leaves no tensors behind (and is right)
 const s = h.randomScheduler(g, false);
 const i = h.inputs(g);
-const left = await g.student<unknown>("ddpmStep", "leak", { ...h.stepArgs(s, 0, i), ts: s.timesteps.slice(0, 3) });
-tf.dispose([i.x, i.eps, i.z]);
-if (typeof left === "string") return g.fail(left);
+const ts = s.timesteps.slice(0, 3);
+const got = await g.student<any>("ddpmStep", "leak", { ...h.stepArgs(s, 0, i), ts: ts });
+const want = s.step(i.eps, ts[0], i.x, { noise: i.z });
+const right = g.compare(`ddpmStep(scheduler, eps, ${ts[0]}, x, noise)`, got?.first, want.prevSample, { atol: 1e-4, rtol: 1e-4 });
+tf.dispose([i.x, i.eps, i.z, want.prevSample, want.predOriginalSample]);
+if (!right.passed) return g.fail(`The leak check counts only for a correct step. ${right.feedback}`);
+const left = got.left;
 return left === 0
   ? g.pass("three calls left no tensor behind.")
   : g.fail(`three calls left ${left} tensors behind (${Number(left) / 3} per call): wrap the body in tf.tidy(() => { ...; return result; }).`);
 //@@ kernel
-// tensors left in the kernel by three calls (the session disposes the inputs after)
+// tensors three calls leave in the kernel besides their results, and the first result
 return {
   leak: (a: any) => {
     const s = k.scheduler(a.scheduler);
     const before = tf.memory().numTensors;
-    for (const t of a.ts) {
-      const out = ddpmStep(s, a.eps, t, a.x, a.z);
-      if (!(out instanceof tf.Tensor)) return `ddpmStep returned ${typeof out}, not a tensor`;
-      out.dispose();
-    }
-    return tf.memory().numTensors - before;
+    const outs: unknown[] = a.ts.map((t: number) => ddpmStep(s, a.eps, t, a.x, a.z));
+    const left = tf.memory().numTensors - before - outs.filter((o) => o instanceof tf.Tensor).length;
+    tf.dispose(outs.slice(1) as tf.Tensor[]);
+    return { left: left, first: outs[0] };
   },
 };
 

@@ -86,21 +86,25 @@ return g.byHand(["loop"], /\b(generate|predictNoise|encodePrompt|prepareLatents|
   "call the pipeline's own generate / encodePrompt / prepareLatents / predictNoise / denoise / decodeLatents: write those steps yourself with pipe.tokenizer, pipe.textEncoder, pipe.unet and pipe.scheduler.",
   "the loop is written with the tokenizer, text encoder, UNet and scheduler.");
 
-//@@ check no-leak 1 generateByHand() leaves only its result behind
+//@@ check no-leak 1 generateByHand() leaves only its result behind (and is right)
 const a = h.args(g, "DDIMScheduler");
-const left = await g.student<unknown>("generateByHand", "leak", a);
+const got = g.student<any>("generateByHand", "leak", a);
+const want = await h.reference(a);
+const right = g.compare(h.describe(a), (await got)?.latents, want, { atol: 1e-3, rtol: 1e-3 });
+want.dispose();
+if (!right.passed) return g.fail(`The leak check counts only for correct latents. ${right.feedback}`);
+const left = (await got).left;
 return left === 0
   ? g.pass("a call leaves only the latents it returns.")
   : g.fail(`a call left ${String(left)} tensors behind besides its result: tf.tidy inside the loop, dispose the old latents, the embeddings and predOriginalSample.`);
 //@@ kernel
-// tensors a call leaves in the kernel besides the latents it returns
+// tensors a call leaves in the kernel besides the latents it returns, and those latents
 return {
   leak: async (a: any) => {
     const pipe = k.withScheduler(a.scheduler);
     const before = tf.memory().numTensors;
-    const got = await generateByHand(pipe, a.prompt, a.seed, a.steps, a.w);
-    const left = tf.memory().numTensors - before - (got instanceof tf.Tensor ? 1 : 0);
-    if (got instanceof tf.Tensor) got.dispose();
-    return Math.max(0, left);
+    const latents = await generateByHand(pipe, a.prompt, a.seed, a.steps, a.w);
+    const left = tf.memory().numTensors - before - (latents instanceof tf.Tensor ? 1 : 0);
+    return { left: Math.max(0, left), latents: latents };
   },
 };

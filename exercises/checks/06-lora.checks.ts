@@ -66,21 +66,26 @@ return r;
 //@@ kernel
 return { merge: (a: any) => mergeLora(a.W, a.A, a.B, a.alpha, a.scale) };
 
-//@@ check no-leak 1 loraForward() and mergeLora() leave no tensors behind
+//@@ check no-leak 1 loraForward() and mergeLora() leave no tensors behind (and are right)
 const L = h.layer(g, 1);
-const left = await g.student<unknown>("loraForward and mergeLora", "leak", L.args);
+const got = await g.student<any>("loraForward and mergeLora", "leak", L.args);
+const y = L.linear.forward(L.x);
+L.lora.merge(["ex"], 1);
+const fused = tf.tensor(L.linear.weight.toTorch(), [L.W.shape[0], L.W.shape[1]]);
+const right = g.all(g.compare(`loraForward(${L.what})`, got?.y, y, { atol: 1e-4, rtol: 1e-4 }), g.compare(`mergeLora(W, A, B, ${L.alpha}, 1)`, got?.m, fused, { atol: 1e-4, rtol: 1e-4 }));
+tf.dispose([y, fused]);
 L.dispose();
-return left === 0 ? g.pass("both leave only their result.") : g.fail(`the two calls left ${String(left)} tensors behind besides their results: wrap each body in tf.tidy.`);
+if (!right.passed) return g.fail(`The leak check counts only for correct results. ${right.feedback}`);
+return got.left === 0 ? g.pass("both leave only their result.") : g.fail(`the two calls left ${String(got.left)} tensors behind besides their results: wrap each body in tf.tidy.`);
 //@@ kernel
-// tensors the two calls leave in the kernel besides their results
+// tensors the two calls leave in the kernel besides their results, and the results
 return {
   leak: (a: any) => {
     const before = tf.memory().numTensors;
     const y = loraForward(a.x, a.W, a.b, a.A, a.B, a.alpha, 1);
     const m = mergeLora(a.W, a.A, a.B, a.alpha, 1);
     const left = tf.memory().numTensors - before - [y, m].filter((t) => t instanceof tf.Tensor).length;
-    tf.dispose([y as tf.Tensor, m as tf.Tensor]);
-    return Math.max(0, left);
+    return { left: Math.max(0, left), y: y, m: m };
   },
 };
 

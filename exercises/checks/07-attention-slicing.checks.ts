@@ -80,20 +80,21 @@ return {
   },
 };
 
-//@@ check no-leak 1 slicedAttention() leaves only its result
+//@@ check no-leak 1 slicedAttention() leaves only its result (and is right)
 const t = h.qkv(g, 16, 16, 4, 4);
-const left = await g.student<unknown>("slicedAttention", "leak", { q: t.q, k: t.k, v: t.v });
+const got = await g.student<any>("slicedAttention", "leak", { q: t.q, k: t.k, v: t.v });
+const right = g.compare("slicedAttention(q [16, 4·4], k, v, 4, 2)", got?.out, t.want, { atol: 1e-5, rtol: 1e-4 });
 t.dispose();
-return left === 0 ? g.pass("a call leaves only its result.") : g.fail(`a call left ${String(left)} tensors behind besides its result: dispose the slices' outputs after concatenating them.`);
+if (!right.passed) return g.fail(`The leak check counts only for a correct result. ${right.feedback}`);
+return got.left === 0 ? g.pass("a call leaves only its result.") : g.fail(`a call left ${String(got.left)} tensors behind besides its result: dispose the slices' outputs after concatenating them.`);
 //@@ kernel
-// tensors a call leaves in the kernel besides its result
+// tensors a call leaves in the kernel besides its result, and the result
 return {
   leak: (a: any) => {
     const before = tf.memory().numTensors;
-    const got = slicedAttention(a.q, a.k, a.v, 4, 2);
-    const left = tf.memory().numTensors - before - (got instanceof tf.Tensor ? 1 : 0);
-    tf.dispose(got as tf.Tensor);
-    return Math.max(0, left);
+    const out = slicedAttention(a.q, a.k, a.v, 4, 2);
+    const left = tf.memory().numTensors - before - (out instanceof tf.Tensor ? 1 : 0);
+    return { left: Math.max(0, left), out: out };
   },
 };
 

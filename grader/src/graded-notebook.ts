@@ -154,7 +154,7 @@ export function suspiciousCode(nb: Notebook): string[] {
   const rules: [RegExp, string][] = [
     [/@@GRADE|@@JUDGE/, "prints grader lines (@@GRADE)"],
     [/\$grade|GradeSession|GradeContext|check-session|grader\/dist|\bJudge\b/, "refers to the grader"],
-    [/process\.stdout\.write\s*=|console\.(log|info|error)\s*=|defineProperty\(\s*(console|process)/, "replaces console or stdout"],
+    [/process\.stdout\.write\s*=|\bstdout\b[^;\n]*\.\s*write\s*=(?![=>])|console\.(log|info|error)\s*=|defineProperty\(\s*(console|process)/, "replaces console or stdout"],
     [/\.\s*prototype\b|\[\s*["'`]prototype["'`]\s*\]|setPrototypeOf|__proto__/, "patches a prototype"],
     [/\b(globalThis|global)\s*(\.\s*\w+|\[[^\]]*\])\s*=(?![=>])|Reflect\.(set|defineProperty)\s*\(/, "sets globals or properties by reflection"],
     [/(^|[;{}])\s*(tf|lib|kit|kernelLib)\s*\.\s*\w+\s*=(?![=>])/m, "replaces a function of tfjs or the kit"],

@@ -246,7 +246,7 @@ describe("npm run grade on a class folder", () => {
       fs.writeFileSync(path.join(dir, student, "06-lora", "06-lora.ipynb"), text);
     };
     put("alice", variant("06-lora", {}));
-    // forgets alpha / r when merging: only the merge check fails
+    // forgets alpha / r when merging: the merge check fails, and the leak check (which counts only for right results)
     put("bob", variant("06-lora", { merge: `function mergeLora(W: tf.Tensor2D, A: tf.Tensor2D, B: tf.Tensor2D, alpha: number, scale: number): tf.Tensor2D {
   return tf.tidy(() => tf.add(W, tf.mul(tf.matMul(B, A), scale)) as tf.Tensor2D);
 }` }));
@@ -262,12 +262,12 @@ describe("npm run grade on a class folder", () => {
     const withoutSeconds = rows.slice(1).map((r) => [...r.slice(0, 7), ...r.slice(8)].join(","));
     expect(withoutSeconds).toEqual([
       "alice,alice/06-lora/06-lora.ipynb,06-lora,9,9,100,ok,,",
-      "bob,bob/06-lora/06-lora.ipynb,06-lora,6,9,66.67,ok,merge,",
+      "bob,bob/06-lora/06-lora.ipynb,06-lora,5,9,55.56,ok,merge no-leak,",
       "carol,carol/06-lora/06-lora.ipynb,06-lora,5,9,55.56,crashed,merge no-leak,code cell 7 exits the kernel or starts processes",
       "dave,dave/06-lora/06-lora.ipynb,06-lora,5,9,55.56,timeout,merge no-leak,",
     ]);
     // feedback laid out as nbgrader's feedback/<student>/<assignment>/<notebook>.html
-    expect(fs.readFileSync(path.join(tmp, "feedback", "bob", "06-lora", "06-lora.html"), "utf8")).toContain("Score: 6 / 9");
+    expect(fs.readFileSync(path.join(tmp, "feedback", "bob", "06-lora", "06-lora.html"), "utf8")).toContain("Score: 5 / 9");
     const bob = results.find((r) => r.student === "bob")!;
     expect(bob.checks.find((c) => c.id === "merge")!.feedback).toMatch(/alpha \/ r/);
     console.log(`class folder graded in ${((Date.now() - t0) / 1000).toFixed(0)} s`);

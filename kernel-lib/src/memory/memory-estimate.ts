@@ -61,6 +61,18 @@ function pairsAtOnce(layer: Attention, batch: number, slicing: AttentionSliceSiz
   return s === null ? pairs : Math.min(s, pairs);
 }
 
+/**
+ * Bytes of the largest single tensor one call of `model` allocates in its attention: a slice's score map
+ * [pairs at once, Lq, Lk] (float32). The wasm heap must find it in one piece, so the plan keeps that much free
+ * beyond the peak (a fragmented heap can hold the peak's bytes and still have no hole that large).
+ */
+export function largestBlockBytes(model: Module, call: ModelCall, knobs: ActivationKnobs = {}): number {
+  if (call.kind !== "unet") return 0;
+  const levels = Math.max(1, (configOf(model).block_out_channels ?? []).length);
+  const [b, h, w] = call.sample;
+  return attentionBytes(model, b, h, w, levels, call.textLength ?? 77, knobs.attentionSlicing) / 2;
+}
+
 /** The resolution divisor of an attention layer from its module path ("down_blocks.2..." -> 4). */
 function levelDivisor(path: string, levels: number): number {
   const down = /(?:^|\.)down_blocks\.(\d+)\./.exec(path);

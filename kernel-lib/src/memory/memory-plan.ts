@@ -10,7 +10,7 @@
 import type { Module } from "../nn/module.js";
 import { getKeepPackedWeights, setKeepPackedWeights } from "../runtime/wasm/packed-weights.js";
 import { memoryBudget, packsWeights, type MemoryBudget } from "./memory-budget.js";
-import { activationBytes, largestLayerBytes, weightBytes, type ModelCall } from "./memory-estimate.js";
+import { activationBytes, largestBlockBytes, largestLayerBytes, weightBytes, type ModelCall } from "./memory-estimate.js";
 import { formatBytes, liveTensorBytes } from "./memory-report.js";
 import { setAttentionSlice, attentionLayers, type AttentionSliceSize } from "../models/attention-slicing.js";
 import {
@@ -43,6 +43,8 @@ export interface CallEstimate {
   activationBytes: number;
   /** weights + activations + the other tensors alive */
   totalBytes: number;
+  /** the largest single tensor of the call (an attention slice's score maps), which the wasm heap needs in one piece */
+  blockBytes: number;
 }
 
 export interface MemoryPlan {
@@ -135,8 +137,9 @@ export function estimatePlan(input: PlanInput, knobs: MemoryKnobs, budget: Memor
       else if (knobs.offload === "model") w += n === component ? weights[n] * pf : 0;
       else w += weights[n] * pf;
     }
-    const a = activationBytes(m, call, { attentionSlicing: knobs.attentionSlicing, vaeSlicing: knobs.vaeSlicing, vaeTiling: knobs.vaeTiling });
-    return { component, call, weightBytes: w, activationBytes: a, totalBytes: w + a + otherBytes };
+    const act = { attentionSlicing: knobs.attentionSlicing, vaeSlicing: knobs.vaeSlicing, vaeTiling: knobs.vaeTiling };
+    const a = activationBytes(m, call, act);
+    return { component, call, weightBytes: w, activationBytes: a, totalBytes: w + a + otherBytes, blockBytes: largestBlockBytes(m, call, act) };
   });
   let peak = otherBytes, peakIndex = -1;
   calls.forEach((c, i) => { if (c.totalBytes > peak) { peak = c.totalBytes; peakIndex = i; } });
@@ -144,12 +147,15 @@ export function estimatePlan(input: PlanInput, knobs: MemoryKnobs, budget: Memor
   const peakCall = peakIndex >= 0 ? describeCall(input.calls[peakIndex]) : "none";
   const hasAttention = input.components.some(([, m]) => typeof (m as { setAttentionSlice?: unknown }).setAttentionSlice === "function" && attentionLayers(m).length > 0);
   const hasVae = input.components.some(([, m]) => "useSlicing" in m);
-  const fits = peak <= budget.bytes;
+  // wasm: one linear heap, where a block must be found in one piece: keep the largest block free beyond each call
+  const oneHeap = budget.backend === "wasm";
+  const fits = peak <= budget.bytes && (!oneHeap || calls.every((c) => c.totalBytes + c.blockBytes <= budget.bytes));
   const total = Object.values(weights).reduce((a, b) => a + b, 0);
   const summary = `memory plan for ${input.what} on ${budget.backend} (budget ${formatBytes(budget.bytes)}): ` +
     `${describeKnobs(knobs, hasAttention, hasVae, packsWeights(), [...fixed], input.components.map(([n]) => n))}; weights ${formatBytes(total)}` +
     (hostBytes > 0 ? ` (${formatBytes(hostBytes)} in host memory)` : "") +
-    `; est. peak ${formatBytes(peak)} in ${peakCall}${fits ? "" : " — does NOT fit"}`;
+    `; est. peak ${formatBytes(peak)} in ${peakCall}` +
+    (fits ? "" : peak <= budget.bytes ? ` — does NOT fit: its largest attention block (${formatBytes(Math.max(...calls.map((c) => c.blockBytes)))}) needs a free piece of the wasm heap of its own` : " — does NOT fit");
   return { what: input.what, knobs, budget, fits, peakBytes: peak, peakCall, otherBytes, weights, hostBytes, calls, summary };
 }
 

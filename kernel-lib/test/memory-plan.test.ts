@@ -64,6 +64,29 @@ describe("a pipeline plans its memory", () => {
     pipe.dispose();
   });
 
+  it("on wasm keeps the largest attention block free beyond the peak (one linear heap must find it in one piece)", async () => {
+    const pipe = await DiffusionPipeline.fromPretrained<StableDiffusionPipeline>(FOLDER, { memory: "none" });
+    const knobs = { offload: "none" as const, keepPackedWeights: true, attentionSlicing: null, vaeSlicing: false, vaeTiling: false };
+    // the UNet's call alone (the VAE decode is this tiny model's peak)
+    const unetOnly = () => { const i = input(pipe); return { ...i, calls: i.calls.filter((c: { component: string }) => c.component === "unet") }; };
+    const probe = estimatePlan(unetOnly(), knobs, { bytes: 2 ** 40, backend: "cpu", source: "test" });
+    const unet = probe.calls.find((c) => c.component === "unet")!;
+    // one pass: all (batch, head) pairs' score maps [pairs, Lq, Lk] in one tensor, float32
+    const heads = (pipe.unet.config as { attention_head_dim: number | number[] }).attention_head_dim;
+    expect(unet.blockBytes).toBeGreaterThan(0);
+    expect(probe.peakBytes).toBe(unet.totalBytes);
+    const tight = { bytes: unet.totalBytes + unet.blockBytes - 1, source: "test" };
+    expect(estimatePlan(unetOnly(), knobs, { ...tight, backend: "cpu" }).fits).toBe(true);
+    const wasm = estimatePlan(unetOnly(), knobs, { ...tight, backend: "wasm" });
+    expect(wasm.fits).toBe(false);
+    expect(wasm.summary).toMatch(/does NOT fit: its largest attention block \(.*\) needs a free piece of the wasm heap of its own/);
+    // slicing one pair at a time shrinks the block by the pairs computed at once
+    const sliced = estimatePlan(unetOnly(), { ...knobs, attentionSlicing: "max" }, { bytes: 2 ** 40, backend: "wasm", source: "test" });
+    const pairs = 2 * Math.max(...[heads].flat());
+    expect(sliced.calls.find((c) => c.component === "unet")!.blockBytes * pairs).toBe(unet.blockBytes);
+    pipe.dispose();
+  });
+
   it("with a small budget picks savings that fit: the measured peak stays inside it and the picture is the resident run's", async () => {
     const pipe = await DiffusionPipeline.fromPretrained<StableDiffusionPipeline>(FOLDER);
     pipe.setProgressBarConfig({ disable: true });

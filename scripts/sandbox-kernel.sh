@@ -4,7 +4,7 @@
 # As root: new mount and pid namespaces (its own /proc: no other process is visible) in which the kit's checkout is covered by an empty tmpfs (the checks, the
 # solutions and the rest of the kit are not there; only node_modules, kernel-lib and grader are bound read-only into
 # the work folder), a memory cgroup when one can be made, then the submission's own unprivileged user with no
-# capabilities and no new privileges. Always: a clean environment, a data-size limit (RLIMIT_DATA: heap and wasm
+# capabilities and no new privileges; /tmp, /var/tmp and /dev/shm are private to it. Always: a clean environment, a data-size limit (RLIMIT_DATA: heap and wasm
 # memory; an address-space limit would break wasm's reservations) and V8's old-space limit.
 set -eu
 . "$1"   # WORK KIT NODE_BIN MEM_BYTES OLD_SPACE_MB SANDBOX_USER CGROUP KERNEL_ENV (see sandbox.ts)
@@ -25,6 +25,17 @@ else
     mount -o remount,bind,ro "$WORK/$d"
   done
   mount -t tmpfs -o size=64k,mode=0755 kit-hidden-by-grader "$KIT"
+  # the machine's shared temporary folders replaced by private empty ones: nothing written there outlives the
+  # kernel or reaches another submission. The work folder (under /tmp) is kept aside first, with its read-only
+  # parts, and bound back at its path.
+  mkdir "$KIT/.work"
+  mount --rbind "$WORK" "$KIT/.work"
+  for d in /tmp /var/tmp /dev/shm; do
+    if [ -d "$d" ]; then mount -t tmpfs -o size=256m,mode=1777 kit-private-tmp "$d"; fi
+  done
+  mkdir -p "$WORK"
+  mount --rbind "$KIT/.work" "$WORK"
+  umount -l "$KIT/.work"
 fi
 
 # the limit is inherited across exec (and setpriv): the kernel's heap and wasm memory stop at MEM_BYTES

@@ -68,6 +68,7 @@ tryIt("write-kit", () => fs.writeFileSync(${JSON.stringify(path.join(root, "pwne
 tryIt("write-node-modules", () => fs.writeFileSync(process.cwd() + "/../node_modules/pwned.txt", "x"));
 tryIt("others", () => { if (fs.readdirSync("/proc").filter((p) => /^\\d+$/.test(p)).some((p) => { try { return /run_notebook|judge-cli|graded\\.ipynb/.test(fs.readFileSync("/proc/" + p + "/cmdline", "utf8")); } catch { return false; } })) return; throw new Error("none"); });
 tryIt("private", () => fs.readdirSync(require("path").dirname(process.cwd().replace(/\\/exercises$/, ""))));
+tryIt("shared-tmp", () => fs.writeFileSync("/tmp/kit-grade-probe.txt", "x"));
 tryIt("token", () => { if (!process.env.KIT_TEST_SECRET_TOKEN && !process.env.GRADER_SECRET) throw new Error("none"); });
 tryIt("20GB", () => { const a = []; for (let i = 0; i < 20; i++) a.push(new Uint8Array(1e9).fill(1)); });
 throw new Error("PROBES " + JSON.stringify(probes));`;
@@ -149,6 +150,7 @@ describe("a cheating student's attacks", () => {
 
   beforeAll(() => {
     checksBefore = fs.readFileSync(checksFile, "utf8");
+    fs.rmSync("/tmp/kit-grade-probe.txt", { force: true });
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "attack-test-"));
     const dir = path.join(tmp, "submitted");
     const put = (student: string, file: string, text: string) => {
@@ -202,6 +204,7 @@ describe("a cheating student's attacks", () => {
     const probes = JSON.parse(line![1]) as Record<string, string>;
     expect(fs.readFileSync(checksFile, "utf8")).toBe(checksBefore);
     expect(fs.existsSync(path.join(root, "pwned.txt"))).toBe(false);
+    if (asRoot) expect(fs.existsSync("/tmp/kit-grade-probe.txt"), "a file the kernel wrote to /tmp is on the machine").toBe(false);
     expect(r.status).toBe("ok");
     expect(r.total).toBe(r.max);
     // never: the grader's secrets in the environment, 20 GB of memory

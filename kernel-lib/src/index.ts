@@ -46,8 +46,7 @@ export {
   type SaveDtype,
   type Saveable,
 } from "./io/safetensors.js";
-// zipEndRecords: scripts/rehearsal/snapshots.mjs writes torch.save zip files with it
-export { loadTorchBin, TorchBinError, zipEndRecords } from "./io/torch-bin.js";
+export { loadTorchBin, TorchBinError } from "./io/torch-bin.js";
 export { readConfigFile, ConfigError, type Config, type ConfigSpec } from "./io/config.js";
 export { float32ToFloat16, float16ToFloat32, bfloat16ToFloat32 } from "./io/float16.js";
 

@@ -641,7 +641,10 @@ function planRepo(repo, overrides, kit) {
 }
 
 async function loadKit() {
-  return import(pathToFileURL(path.join(ROOT, "kernel-lib", "dist", "index.js")).href);
+  const dist = (f) => import(pathToFileURL(path.join(ROOT, "kernel-lib", "dist", f)).href);
+  // zipEndRecords is internal to the kit (its torch.save reader's writer side): taken by path, as the tests do
+  const [kit, { zipEndRecords }] = await Promise.all([dist("index.js"), dist("io/torch-bin.js")]);
+  return { ...kit, zipEndRecords };
 }
 
 /**

@@ -4,10 +4,11 @@
 # As root: new mount and pid namespaces (its own /proc: no other process is visible) in which the kit's checkout is covered by an empty tmpfs (the checks, the
 # solutions and the rest of the kit are not there; only node_modules, kernel-lib and grader are bound read-only into
 # the work folder), a memory cgroup when one can be made, then the submission's own unprivileged user with no
-# capabilities and no new privileges; /tmp, /var/tmp and /dev/shm are private to it. Always: a clean environment, a data-size limit (RLIMIT_DATA: heap and wasm
+# capabilities and no new privileges; /tmp, /var/tmp and /dev/shm are private to it. Not root, where the machine
+# allows unprivileged user namespaces: the same namespaces and mounts, as the grader's own user. Always: a clean environment, a data-size limit (RLIMIT_DATA: heap and wasm
 # memory; an address-space limit would break wasm's reservations) and V8's old-space limit.
 set -eu
-. "$1"   # WORK KIT NODE_BIN MEM_BYTES OLD_SPACE_MB SANDBOX_USER CGROUP KERNEL_ENV (see sandbox.ts)
+. "$1"   # WORK KIT NODE_BIN MEM_BYTES OLD_SPACE_MB SANDBOX_USER USERNS CGROUP KERNEL_ENV (see sandbox.ts)
 
 if [ "${2:-}" != "--inside" ]; then
   cp "$2" "$WORK/.kernel/connection.json"
@@ -17,6 +18,9 @@ if [ "${2:-}" != "--inside" ]; then
     if [ -n "$CGROUP" ]; then echo $$ > "$CGROUP/cgroup.procs"; fi
     # a mount namespace, and a pid namespace with its own /proc: the kernel sees no other process
     exec unshare --mount --propagation private --pid --fork --kill-child --mount-proc -- /bin/sh "$0" "$1" --inside
+  elif [ "$USERNS" = 1 ]; then
+    # not root: the same namespaces inside an unprivileged user namespace (root there, nobody outside)
+    exec unshare --user --map-root-user --mount --propagation private --pid --fork --kill-child --mount-proc -- /bin/sh "$0" "$1" --inside
   fi
 else
   # the kit's pieces the kernel needs, read-only, in the work folder; then the kit itself covered

@@ -5,9 +5,12 @@
 //    the kit's checkout is covered by an empty tmpfs (checks, solutions, the grader's sources are not there; only
 //    node_modules, kernel-lib and grader are bound read-only into the work folder), with a private HOME and TMPDIR
 //    in its work folder (mode 0700, its own), and a memory cgroup when the machine lets the grader make one;
-//  - not as root: the same user as the grader (Node's permission model cannot run tslab: it forbids native addons
-//    and tslab needs zeromq's), so the kit is readable by the submission; the verdicts still never depend on the
-//    kernel, and the checks are hashed around every run;
+//  - not as root, where the machine allows unprivileged user namespaces (most Linux distributions): the same mount
+//    and pid namespaces and the same hidden kit and private /tmp, as the grader's own user (root inside a user
+//    namespace, nobody outside), without a user switch or cgroup;
+//  - not as root without them: the grader's own user, the kit readable (Node's permission model cannot run tslab:
+//    it forbids native addons and tslab needs zeromq's); the verdicts still never depend on the kernel, and the
+//    checks are hashed around every run;
 //  - always: a clean environment (no tokens of the grader's), RLIMIT_DATA (heap and wasm memory) and V8's
 //    old-space limit.
 import * as crypto from "node:crypto";
@@ -45,6 +48,20 @@ export interface Sandbox {
 export const DEFAULT_MEMORY = 8 * 2 ** 30;
 
 const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0;
+
+let usernsCache: boolean | null = null;
+/** Whether this machine lets an unprivileged process make user, mount and pid namespaces (and mount in them). */
+export function userNamespacesWork(): boolean {
+  if (usernsCache === null) {
+    try {
+      execFileSync("unshare", ["--user", "--map-root-user", "--mount", "--pid", "--fork", "--mount-proc", "--", "sh", "-c", "mount -t tmpfs probe /mnt"], { stdio: "ignore", timeout: 10_000 });
+      usernsCache = true;
+    } catch {
+      usernsCache = false;
+    }
+  }
+  return usernsCache;
+}
 
 /** The unprivileged user of a slot, created if missing (root only). */
 export function ensureSandboxUser(slot: number): string {
@@ -108,13 +125,15 @@ export function prepareSandbox(opts: SandboxOptions): Sandbox {
   const memory = opts.memoryBytes ?? DEFAULT_MEMORY;
   const root = isRoot();
   const user = root ? ensureSandboxUser(opts.slot) : "";
+  const userns = !root && userNamespacesWork();
+  const hidden = root || userns;
   const home = path.join(opts.work, "home");
   for (const d of [".kernel", "home", "tmp"]) fs.mkdirSync(path.join(opts.work, d), { recursive: true, mode: 0o700 });
   for (const d of ["node_modules", "kernel-lib", "grader"]) {
     const p = path.join(opts.work, d);
     if (fs.existsSync(p)) fs.rmSync(p, { recursive: true, force: true });
-    // as root: mount points, bound read-only inside the kernel's namespace; otherwise links to the kit
-    if (root) fs.mkdirSync(p);
+    // in namespaces: mount points, bound read-only inside the kernel's namespace; otherwise links to the kit
+    if (hidden) fs.mkdirSync(p);
     else fs.symlinkSync(path.join(opts.kitRoot, d), p, "dir");
   }
   const cgroup = root ? makeCgroup(memory) : "";
@@ -127,7 +146,7 @@ export function prepareSandbox(opts: SandboxOptions): Sandbox {
   const settings = path.join(opts.priv, "sandbox.sh");
   const vars: Record<string, string> = {
     WORK: opts.work, KIT: opts.kitRoot, NODE_BIN: process.execPath, MEM_BYTES: String(memory),
-    OLD_SPACE_MB: String(Math.max(512, Math.floor(memory / 2 ** 21))), SANDBOX_USER: user, CGROUP: cgroup,
+    OLD_SPACE_MB: String(Math.max(512, Math.floor(memory / 2 ** 21))), SANDBOX_USER: user, USERNS: userns ? "1" : "", CGROUP: cgroup,
     KERNEL_ENV: Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" "),
   };
   fs.writeFileSync(settings, Object.entries(vars).map(([k, v]) => `${k}=${shq(v)}`).join("\n") + "\n", { mode: 0o600 });
@@ -141,7 +160,9 @@ export function prepareSandbox(opts: SandboxOptions): Sandbox {
   const gib = (b: number) => `${Math.round((b / 2 ** 30) * 10) / 10} GiB`;
   const description = root
     ? `kernel as user ${user} (no capabilities), the kit hidden by a mount namespace, memory ${gib(memory)} (RLIMIT_DATA${cgroup ? " and a memory cgroup" : ""})`
-    : `kernel as the grader's own user (not root: no user switch, the kit is readable), memory ${gib(memory)} (RLIMIT_DATA)`;
+    : userns
+      ? `kernel as the grader's own user in a user namespace (not root), the kit hidden by a mount namespace, memory ${gib(memory)} (RLIMIT_DATA)`
+      : `kernel as the grader's own user (not root, no user namespaces: the kit is readable), memory ${gib(memory)} (RLIMIT_DATA)`;
   return {
     kernel: "tslab-graded",
     runnerEnv: { ...opts.env, JUPYTER_PATH: jp + (opts.env.JUPYTER_PATH ? path.delimiter + opts.env.JUPYTER_PATH : "") },

@@ -1,8 +1,36 @@
 // The training recipes `npm run train -- <recipe>` knows: the model, the data and the hyper-parameters of each
 // run, and `build`, which makes its trainer, a sampler for progress pictures and an export in diffusers' layout
 // (ddpm-cat is also read by bench/run.mjs --only=training).
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { catFaces } from "../datasets/generators/cat-faces.mjs";
 import { SD_RECIPES } from "./sd-tiny-recipes.mjs";
+import { digitSet, thicken } from "../datasets/generators/digits.mjs";
+import { streamFor } from "../datasets/generators/procedural.mjs";
+
+/** A digit moved by (dx, dy) pixels (28x28, zeros shifted in). */
+function shifted(grey, dx, dy) {
+  const out = new Float32Array(784);
+  for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
+    const sx = x - dx, sy = y - dy;
+    if (sx >= 0 && sx < 28 && sy >= 0 && sy < 28) out[y * 28 + x] = grey[sy * 28 + sx];
+  }
+  return out;
+}
+
+/** Held-out accuracy of a DigitClassifier on MNIST's held-out digits (datasets/generators/digits.mjs's split). */
+export function heldOutAccuracy(K, tf, model) {
+  const set = digitSet("held-out");
+  let right = 0;
+  for (let i = 0; i < set.count; i += 500) {
+    const n = Math.min(500, set.count - i);
+    const x = tf.tensor4d(set.images.subarray(i * 784, (i + n) * 784), [n, 28, 28, 1]);
+    const { digits } = model.predict(x);
+    x.dispose();
+    digits.forEach((d, j) => { if (d === set.labels[i + j]) right++; });
+  }
+  return { accuracy: right / set.count, count: set.count };
+}
 
 export const RECIPES = {
   "ddpm-cat": {
@@ -43,6 +71,53 @@ export const RECIPES = {
         },
         // a DDPMPipeline folder with the EMA weights (as the script's final pipeline)
         export: (dir) => K.saveDDPMPipeline(dir, trainer.samplingUnet, scheduler),
+      };
+    },
+  },
+  "digit-classifier": {
+    description: "the judge's digit classifier (a small CNN) on MNIST's training digits, shifted and thickened at random",
+    classifier: { sample_size: 28, in_channels: 1, channels: [16, 32, 32], hidden_size: 64, num_classes: 10 },
+    train: { batchSize: 64, lr: 2e-3, warmupSteps: 20, lrSchedule: "cosine", steps: 1500, seed: 0, checkpointEvery: 250, sampleEvery: 250 },
+    // step k: 64 training digits drawn by Generator-independent streams (seed, k*B + i), each moved by up to 2 pixels
+    // and, one time in three, one pixel thicker (as the generator's thick strokes), so the judge reads what the
+    // text-to-image data draws
+    data: (seed) => {
+      const set = digitSet("train");
+      return (step, batchSize) => {
+        const images = new Float32Array(batchSize * 784), labels = new Int32Array(batchSize);
+        for (let i = 0; i < batchSize; i++) {
+          const r = streamFor(seed + 7, step * batchSize + i);
+          const k = Math.floor(r() * set.count);
+          let g = set.images.subarray(k * 784, (k + 1) * 784);
+          if (r() < 1 / 3) g = thicken(g);
+          images.set(shifted(g, Math.floor(r() * 5) - 2, Math.floor(r() * 5) - 2), i * 784);
+          labels[i] = set.labels[k];
+        }
+        return { images, labels };
+      };
+    },
+    build: async (K, tf, o) => {
+      const r = RECIPES["digit-classifier"];
+      const model = K.DigitClassifier.fromConfig(r.classifier, { init: "random", seed: o.seed + 1 });
+      const trainer = new K.ClassifierTrainer(model, {
+        data: r.data(o.seed), batchSize: o.batchSize, seed: o.seed, lr: o.lr, warmupSteps: r.train.warmupSteps, lrSchedule: r.train.lrSchedule,
+        trainingSteps: o.steps, weightDecay: 1e-4,
+      });
+      const evals = [];
+      return {
+        trainer, what: `DigitClassifier ${model.numParameters()} parameters`,
+        // the held-out accuracy so far, as a chart
+        sample: async () => {
+          evals.push({ step: trainer.globalStep, ...heldOutAccuracy(K, tf, model) });
+          console.log(`held-out accuracy at step ${trainer.globalStep}: ${(100 * evals.at(-1).accuracy).toFixed(2)} % of ${evals.at(-1).count}`);
+          return K.chartPng([{ x: evals.map((e) => e.step), y: evals.map((e) => 100 * e.accuracy), name: "held-out accuracy" }],
+            { title: "digit classifier: held-out accuracy (%)", xaxis: { title: "step" }, yaxis: { title: "%" } });
+        },
+        export: (dir) => {
+          model.savePretrained(dir);
+          const e = heldOutAccuracy(K, tf, model);
+          fs.writeFileSync(path.join(dir, "eval.json"), JSON.stringify({ heldOutAccuracy: e.accuracy, heldOutCount: e.count, steps: trainer.globalStep }, null, 2) + "\n");
+        },
       };
     },
   },

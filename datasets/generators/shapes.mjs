@@ -23,17 +23,8 @@ try {
 }
 const { SHAPE_COLOURS, SHAPE_KINDS, SHAPE_BACKGROUND_SHARE, shapesCaption } = grammar;
 
-/** The RGB in [0, 1] of each colour word. */
-const RGB = {
-  red: [0.9, 0.1, 0.1],
-  green: [0.15, 0.7, 0.2],
-  blue: [0.12, 0.3, 0.9],
-  yellow: [0.97, 0.88, 0.1],
-  purple: [0.55, 0.2, 0.75],
-  orange: [0.98, 0.55, 0.1],
-  white: [0.96, 0.96, 0.96],
-  black: [0.07, 0.07, 0.07],
-};
+/** The RGB in [0, 1] of each colour word (kernel-lib's src/utils/colour-words.ts). */
+const RGB = createRequire(import.meta.url)(fileURLToPath(new URL("../../kernel-lib/dist/utils/colour-words.js", import.meta.url))).COLOUR_RGB;
 /** The colour words (in the grammar's order) and their RGB in [0, 1]. */
 export const COLOURS = Object.fromEntries(SHAPE_COLOURS.map((name) => {
   if (!RGB[name]) throw new Error(`shapes.mjs: the caption grammar's colour "${name}" has no RGB here`);

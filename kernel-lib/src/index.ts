@@ -104,6 +104,7 @@ export {
   type ModelConfigOptions,
   type WeightPlacement,
 } from "./models/modeling-utils.js";
+export { DigitClassifier, type DigitClassifierConfig } from "./models/digit-classifier.js";
 export { UNet2DModel, type UNet2DConfig, type UNet2DForwardOptions, type TimestepInput } from "./models/unet-2d.js";
 export {
   UNet2DConditionModel,
@@ -308,6 +309,8 @@ import "./memory/model-memory.js";
 // ---- training: trainers (diffusers' example scripts), losses, AdamW, EMA, clipping, lr schedules
 export { Trainer, listCheckpoints, type TrainerOptions, type TrainLogEntry, type PreparedStep } from "./training/trainer.js";
 export { DDPMTrainer, saveDDPMPipeline, type BatchSource, type DDPMTrainerOptions } from "./training/ddpm-trainer.js";
+export { readDigitPictures, inkMap, type DigitReading } from "./eval/digit-judge.js";
+export { ClassifierTrainer, crossEntropyLoss, type ClassifierTrainerOptions, type LabelledBatchSource } from "./training/classifier-trainer.js";
 export {
   AutoencoderKLTrainer,
   latentScalingFactor,
@@ -348,5 +351,6 @@ export {
   type CompareOptions,
 } from "./utils/compare.js";
 export { shapesPrompt, shapesCaption, type ShapesCaptionParts, type PromptRandom, type ShapeColour, type ShapeKind } from "./utils/shapes-captions.js";
+export { digitPrompt, digitCaption, parseDigitCaption, DIGIT_COLOURS, type DigitCaptionParts, type DigitColour } from "./utils/digits-captions.js";
 export { ArgumentError, MAX_PICTURES_PER_CALL, MAX_PICTURE_SIDE } from "./utils/check-argument.js";
 export { NonFiniteError } from "./utils/check-finite.js";

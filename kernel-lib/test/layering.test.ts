@@ -25,6 +25,7 @@ const LAYER: Record<string, number> = {
   display: 5,
   pipelines: 6,
   training: 6,
+  eval: 6,
   ".": 7,
 };
 

@@ -66,8 +66,9 @@ describe.runIf(fs.existsSync(path.join(MODEL, "config.json")))("the kit-trained 
     const share = (f: (r: (typeof read)[number], i: number) => boolean) => read.filter(f).length / read.length;
     // the first 500 of the 2000 pictures eval-digits measured: within 2 points of the whole set's share
     expect(share((r, i) => r.digit === params[i].digit)).toBeGreaterThanOrEqual(ceiling.digit - 0.02);
-    expect(share((r, i) => r.colour === params[i].colour)).toBe(1);
-    expect(share((r, i) => r.background === params[i].background)).toBe(1);
+    expect(share((r, i) => r.colour === params[i].colour)).toBeGreaterThanOrEqual(ceiling.colour - 0.02);
+    expect(share((r, i) => r.background === params[i].background)).toBeGreaterThanOrEqual(ceiling.background - 0.02);
+    expect(ceiling.digit).toBeGreaterThan(0.95);
     model.dispose();
   });
 });

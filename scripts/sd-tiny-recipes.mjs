@@ -6,6 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { shapes } from "../datasets/generators/shapes.mjs";
+import { digits } from "../datasets/generators/digits.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const SD15 = path.join(root, "..", "shared", "fixtures", "configs", "stable-diffusion-v1-5");
@@ -21,6 +22,14 @@ function shapesBatch(seed, step, batchSize, style) {
   for (let i = 0; i < data.length; i++) data[i] = data[i] * 2 - 1;
   return { pixels: data, captions };
 }
+
+/** Pictures k*B ... k*B + B - 1 of the coloured-digits stream's training split (seed), in [-1, 1], with their captions. */
+function digitsBatch(seed, step, batchSize) {
+  const { data, captions } = digits(batchSize, { seed, size: 32, start: step * batchSize, split: "train" });
+  for (let i = 0; i < data.length; i++) data[i] = data[i] * 2 - 1;
+  return { pixels: data, captions };
+}
+export const SD_DIGITS_DIR = path.join(root, "datasets", "sd-digits");
 
 const VAE_CONFIG = {
   in_channels: 3, out_channels: 3, latent_channels: 4, sample_size: 32, layers_per_block: 1, act_fn: "silu", norm_num_groups: 16,
@@ -46,9 +55,9 @@ async function loadTokenizer(K) {
 }
 
 /** Reconstructions: the top row the pictures, the bottom row the VAE's decoding of their latents. */
-async function reconstructionGrid(K, tf, vae) {
-  const { pixels } = shapesBatch(1, 0, 8, "plain");
-  const { pixels: striped } = shapesBatch(1, 1, 8, "stripes");
+async function reconstructionGrid(K, tf, vae, batch = (seed) => shapesBatch(1, seed, 8, seed ? "stripes" : "plain")) {
+  const { pixels } = batch(0);
+  const { pixels: striped } = batch(1);
   const x = tf.tensor4d([...pixels, ...striped], [16, 32, 32, 3]);
   const rec = tf.tidy(() => vae.decode(vae.encode(x).latentDist.mean).sample);
   const grid = K.imageGrid(tf.tidy(() => tf.clipByValue(tf.div(tf.add(tf.concat([x.slice(0, 8), rec.slice(0, 8), x.slice(8, 8), rec.slice(8, 8)]), 1), 2), 0, 1)), { cols: 8, pad: 1 });
@@ -85,6 +94,35 @@ function writePipelineIndex(dir) {
 }
 
 export const SD_RECIPES = {
+  // issue 16: the offline model of real handwriting (datasets/sd-digits), first its VAE, on the coloured-digits data
+  "sd-digits-vae": {
+    description: "the AutoencoderKL of datasets/sd-digits (32x32 pictures -> 16x16x4 latents) on coloured MNIST digits (training split)",
+    train: { batchSize: 16, lr: 2e-3, warmupSteps: 50, lrSchedule: "cosine", steps: 800, seed: 0, checkpointEvery: 100, sampleEvery: 100 },
+    build: async (K, tf, o) => {
+      const vae = K.AutoencoderKL.fromConfig(VAE_CONFIG, { init: "random", seed: o.seed + 1 });
+      const trainer = new K.AutoencoderKLTrainer(vae, {
+        batchSize: o.batchSize, lr: o.lr, warmupSteps: o.train.warmupSteps, lrSchedule: o.train.lrSchedule, trainingSteps: o.steps, seed: o.seed,
+        data: (step, b) => digitsBatch(o.seed, step, b).pixels,
+      });
+      return {
+        trainer, what: `AutoencoderKL ${vae.numParameters()} parameters`,
+        // held-out writers' pictures: what the VAE never saw
+        sample: () => reconstructionGrid(K, tf, vae, (i) => {
+          const { data } = digits(8, { seed: 1, size: 32, start: 8 * i, split: "held-out" });
+          return { pixels: data.map((v) => v * 2 - 1) };
+        }),
+        export: (dir) => {
+          const { pixels } = digitsBatch(2, 0, 256);
+          const x = tf.tensor4d(pixels, [256, 32, 32, 3]);
+          const s = K.latentScalingFactor(vae, x);
+          x.dispose();
+          vae.registerToConfig({ scaling_factor: Number(s.toPrecision(5)) });
+          vae.savePretrained(path.join(dir, "vae"));
+          console.log(`vae/ saved with scaling_factor ${vae.config.scaling_factor}`);
+        },
+      };
+    },
+  },
   "sd-tiny-vae": {
     description: "the AutoencoderKL of datasets/sd-tiny (32x32 pictures -> 16x16x4 latents) on plain and striped shapes",
     train: { batchSize: 16, lr: 2e-3, warmupSteps: 50, lrSchedule: "cosine", steps: 550, seed: 0, checkpointEvery: 100, sampleEvery: 100 },

@@ -67,7 +67,11 @@ tryIt("write-checks", () => fs.appendFileSync(${JSON.stringify(path.join(root, "
 tryIt("write-kit", () => fs.writeFileSync(${JSON.stringify(path.join(root, "pwned.txt"))}, "x"));
 tryIt("write-node-modules", () => fs.writeFileSync(process.cwd() + "/../node_modules/pwned.txt", "x"));
 tryIt("others", () => { if (fs.readdirSync("/proc").filter((p) => /^\\d+$/.test(p)).some((p) => { try { return /run_notebook|judge-cli|graded\\.ipynb/.test(fs.readFileSync("/proc/" + p + "/cmdline", "utf8")); } catch { return false; } })) return; throw new Error("none"); });
-tryIt("private", () => fs.readdirSync(require("path").dirname(process.cwd().replace(/\\/exercises$/, ""))));
+tryIt("private", () => {
+  // the grader's folder of work and private folders: "allowed" if anything but this kernel's own folder shows
+  const own = process.cwd().replace(/\\/exercises$/, ""), names = fs.readdirSync(require("path").dirname(own));
+  if (!names.some((n: string) => n.startsWith("grade-private") || (n.startsWith("grade-work") && !own.endsWith(n)))) throw new Error("only its own");
+});
 tryIt("shared-tmp", () => fs.writeFileSync("/tmp/kit-grade-probe.txt", "x"));
 tryIt("token", () => { if (!process.env.KIT_TEST_SECRET_TOKEN && !process.env.GRADER_SECRET) throw new Error("none"); });
 tryIt("20GB", () => { const a = []; for (let i = 0; i < 20; i++) a.push(new Uint8Array(1e9).fill(1)); });

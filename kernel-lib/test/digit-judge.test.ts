@@ -68,6 +68,7 @@ describe.runIf(fs.existsSync(path.join(MODEL, "config.json")))("the kit-trained 
     expect(share((r, i) => r.digit === params[i].digit)).toBeGreaterThanOrEqual(ceiling.digit - 0.02);
     expect(share((r, i) => r.colour === params[i].colour)).toBeGreaterThanOrEqual(ceiling.colour - 0.02);
     expect(share((r, i) => r.background === params[i].background)).toBeGreaterThanOrEqual(ceiling.background - 0.02);
+    expect(share((r, i) => r.thick === params[i].thick)).toBeGreaterThanOrEqual(ceiling.thick - 0.02);
     expect(ceiling.digit).toBeGreaterThan(0.95);
     model.dispose();
   });

@@ -5,7 +5,9 @@
 //   digit colour f = the mean of the pixels farthest from b (at least 80 % of the largest distance);
 //   ink a(p) = clamp(<p - b, f - b> / |f - b|^2, 0, 1)  (the picture as b + a (f - b), the generator's blend);
 //   the digit = the classifier's reading of a, resized to its 28x28 input (the generator maps MNIST's 28x28 box
-//   onto the whole picture); the colour words = the nearest colours of the grammar to f and b.
+//   onto the whole picture); the colour words = the nearest colours of the grammar to f and b;
+//   stroke width = 2 * area / boundary of the ink (a > 0.5; a stroke of width w and length L has area w L and a
+//   boundary of about 2 L pixels), in pixels of a 32x32 picture; "thick" above THICK_STROKE_WIDTH.
 import * as tf from "@tensorflow/tfjs";
 import { DIGIT_COLOURS, DIGIT_COLOUR_NAMES, type DigitColour } from "../utils/digits-captions.js";
 import type { DigitClassifier } from "../models/digit-classifier.js";
@@ -18,6 +20,28 @@ export interface DigitReading {
   background: DigitColour;
   /** |f - b| in RGB [0, 1] units: near 0 the picture shows no digit at all */
   contrast: number;
+  /** the strokes' mean width, in pixels of a 32x32 picture */
+  strokeWidth: number;
+  /** strokeWidth > THICK_STROKE_WIDTH: the caption's "thick" */
+  thick: boolean;
+}
+
+/**
+ * The width above which strokes read as "thick": the threshold that separates the data's thick and plain pictures
+ * best on 2,000 pictures of its training split (94.8 % there; 94.0 % on held-out writers, scripts/eval-digits.mjs).
+ */
+export const THICK_STROKE_WIDTH = 5.444;
+
+/** 2 * area / boundary of the ink above 0.5 (the mean width of strokes), scaled to a 32-pixel picture. */
+export function strokeWidth(ink: ArrayLike<number>, height: number, width: number): number {
+  const on = (y: number, x: number) => y >= 0 && x >= 0 && y < height && x < width && ink[y * width + x] > 0.5;
+  let area = 0, edge = 0;
+  for (let y = 0; y < height; y++) for (let x = 0; x < width; x++) {
+    if (!on(y, x)) continue;
+    area++;
+    if (!on(y - 1, x) || !on(y + 1, x) || !on(y, x - 1) || !on(y, x + 1)) edge++;
+  }
+  return ((2 * area) / Math.max(1, edge)) * (32 / Math.sqrt(height * width));
 }
 
 const nearest = (rgb: number[]): DigitColour => {
@@ -76,5 +100,8 @@ export function readDigitPictures(classifier: DigitClassifier, images: tf.Tensor
     const x = h === side && w === side ? ink : tf.image.resizeBilinear(ink, [side, side], true);
     return classifier.predict(x as tf.Tensor4D);
   });
-  return maps.map((m, i) => ({ digit: digits[i], confidence: confidence[i], colour: nearest(m.colour), background: nearest(m.background), contrast: m.contrast }));
+  return maps.map((m, i) => {
+    const sw = strokeWidth(m.ink, h, w);
+    return { digit: digits[i], confidence: confidence[i], colour: nearest(m.colour), background: nearest(m.background), contrast: m.contrast, strokeWidth: sw, thick: sw > THICK_STROKE_WIDTH };
+  });
 }

@@ -30,6 +30,8 @@ function digitsBatch(seed, step, batchSize) {
   return { pixels: data, captions };
 }
 export const SD_DIGITS_DIR = path.join(root, "datasets", "sd-digits");
+const DIGIT_PROMPTS = ["a red 7", "a blue 3 on a yellow background", "a thick green 0", "a white 5 on a black background",
+  "a yellow 1 on a purple background", "an orange 8 on a blue background", "a thick purple 2", "a black 9 on a white background"];
 
 const VAE_CONFIG = {
   in_channels: 3, out_channels: 3, latent_channels: 4, sample_size: 32, layers_per_block: 1, act_fn: "silu", norm_num_groups: 16,
@@ -67,15 +69,15 @@ async function reconstructionGrid(K, tf, vae, batch = (seed) => shapesBatch(1, s
 }
 
 /** One picture per prompt at guidance 1 and 7.5 (rows), 25 DDIM steps. */
-async function promptGrid(K, tf, pipe) {
+async function promptGrid(K, tf, pipe, prompts = PROMPTS) {
   pipe.setProgressBarConfig({ disable: true });
   const rows = [];
   for (const g of [1, 7.5]) {
-    const { images } = await pipe.generate({ prompt: PROMPTS, numInferenceSteps: 25, guidanceScale: g, generator: new K.Generator().manualSeed(0), outputType: "np" });
+    const { images } = await pipe.generate({ prompt: prompts, numInferenceSteps: 25, guidanceScale: g, generator: new K.Generator().manualSeed(0), outputType: "np" });
     rows.push(images);
   }
   const all = tf.concat(rows);
-  const grid = K.imageGrid(all, { cols: PROMPTS.length, pad: 1 });
+  const grid = K.imageGrid(all, { cols: prompts.length, pad: 1 });
   const png = await K.toImage(grid, { minSize: 1024 });
   tf.dispose([...rows, all, grid]);
   return png;
@@ -91,6 +93,44 @@ function writePipelineIndex(dir) {
   for (const f of ["tokenizer_config.json", "special_tokens_map.json"]) fs.copyFileSync(path.join(SD15, "tokenizer", f), path.join(dir, "tokenizer", f));
   fs.mkdirSync(path.join(dir, "scheduler"), { recursive: true });
   fs.writeFileSync(path.join(dir, "scheduler", "scheduler_config.json"), JSON.stringify(SD15_SCHEDULER(), null, 2) + "\n");
+}
+
+/**
+ * The UNet2DConditionModel + CLIPTextModel recipe of a small SD folder `dir` on `batch` (pictures in [-1, 1] and
+ * their captions), with the VAE trained by `vaeRecipe` (in dir/vae, or --vae-from).
+ * Noise offset 0.3 (diffusers' --noise_offset): without it the model copies its starting noise's mean colour and
+ * ignores the background words (sampleNoiseAndTimesteps explains why; sd-tiny's card shows the measurements).
+ */
+function textToImageRecipe({ name, description, dir, vaeRecipe, batch, prompts }) {
+  return {
+    description,
+    train: { batchSize: 32, lr: 1e-3, warmupSteps: 100, lrSchedule: "cosine", steps: 3800, noiseOffset: 0.3, seed: 0, checkpointEvery: 100, sampleEvery: 250 },
+    build: async (K, tf, o) => {
+      const vaeDir = path.join(o.vaeFrom ?? dir, "vae");
+      if (!fs.existsSync(vaeDir)) throw new Error(`${name}: no trained VAE in ${vaeDir}; run \`npm run train -- ${vaeRecipe} --export ${path.relative(root, dir)}\` first`);
+      const vae = await K.AutoencoderKL.fromPretrained(vaeDir);
+      const unet = K.UNet2DConditionModel.fromConfig(UNET_CONFIG, { init: "random", seed: o.seed + 1 });
+      const textEncoder = K.CLIPTextModel.fromConfig(TEXT_ENCODER_CONFIG(), { init: "random", seed: o.seed + 2 });
+      const tokenizer = await loadTokenizer(K);
+      const noiseScheduler = K.DDPMScheduler.fromConfig(SD15_SCHEDULER());
+      const trainer = new K.TextToImageTrainer({ unet, vae, textEncoder, tokenizer, noiseScheduler }, {
+        batchSize: o.batchSize, lr: o.lr, warmupSteps: o.train.warmupSteps, lrSchedule: o.train.lrSchedule, trainingSteps: o.steps, seed: o.seed,
+        proportionEmptyPrompts: 0.1, noiseOffset: o.noiseOffset, data: (step, b) => batch(o.seed, step, b),
+      });
+      const pipeline = () => new K.StableDiffusionPipeline({ vae, textEncoder, tokenizer, unet, scheduler: K.DDIMScheduler.fromConfig(SD15_SCHEDULER()) });
+      return {
+        trainer, what: `UNet2DConditionModel ${unet.numParameters()} + CLIPTextModel ${textEncoder.numParameters()} parameters`,
+        sample: () => promptGrid(K, tf, pipeline(), prompts),
+        export: (out) => {
+          fs.mkdirSync(out, { recursive: true });
+          writePipelineIndex(out);
+          unet.savePretrained(path.join(out, "unet"));
+          textEncoder.savePretrained(path.join(out, "text_encoder"));
+          if (path.resolve(out) !== path.resolve(path.dirname(vaeDir))) vae.savePretrained(path.join(out, "vae"));
+        },
+      };
+    },
+  };
 }
 
 export const SD_RECIPES = {
@@ -152,37 +192,15 @@ export const SD_RECIPES = {
       };
     },
   },
-  "sd-tiny": {
+  "sd-tiny": textToImageRecipe({
+    name: "sd-tiny", vaeRecipe: "sd-tiny-vae", dir: SD_TINY_DIR, prompts: PROMPTS, batch: (seed, step, b) => shapesBatch(seed, step, b, "plain"),
     description: "the UNet2DConditionModel + CLIPTextModel of datasets/sd-tiny on captioned shapes (10% empty captions), with its trained VAE",
-    // noise offset 0.3 (diffusers' --noise_offset): without it the model copies its starting noise's mean colour and
-    // ignores the background words (sampleNoiseAndTimesteps explains why; the card shows the measurements)
-    train: { batchSize: 32, lr: 1e-3, warmupSteps: 100, lrSchedule: "cosine", steps: 3800, noiseOffset: 0.3, seed: 0, checkpointEvery: 100, sampleEvery: 250 },
-    build: async (K, tf, o) => {
-      const vaeDir = path.join(o.vaeFrom ?? SD_TINY_DIR, "vae");
-      if (!fs.existsSync(vaeDir)) throw new Error(`sd-tiny: no trained VAE in ${vaeDir}; run \`npm run train -- sd-tiny-vae --export datasets/sd-tiny\` first`);
-      const vae = await K.AutoencoderKL.fromPretrained(vaeDir);
-      const unet = K.UNet2DConditionModel.fromConfig(UNET_CONFIG, { init: "random", seed: o.seed + 1 });
-      const textEncoder = K.CLIPTextModel.fromConfig(TEXT_ENCODER_CONFIG(), { init: "random", seed: o.seed + 2 });
-      const tokenizer = await loadTokenizer(K);
-      const noiseScheduler = K.DDPMScheduler.fromConfig(SD15_SCHEDULER());
-      const trainer = new K.TextToImageTrainer({ unet, vae, textEncoder, tokenizer, noiseScheduler }, {
-        batchSize: o.batchSize, lr: o.lr, warmupSteps: o.train.warmupSteps, lrSchedule: o.train.lrSchedule, trainingSteps: o.steps, seed: o.seed,
-        proportionEmptyPrompts: 0.1, noiseOffset: o.noiseOffset, data: (step, b) => shapesBatch(o.seed, step, b, "plain"),
-      });
-      const pipeline = () => new K.StableDiffusionPipeline({ vae, textEncoder, tokenizer, unet, scheduler: K.DDIMScheduler.fromConfig(SD15_SCHEDULER()) });
-      return {
-        trainer, what: `UNet2DConditionModel ${unet.numParameters()} + CLIPTextModel ${textEncoder.numParameters()} parameters`,
-        sample: () => promptGrid(K, tf, pipeline()),
-        export: (dir) => {
-          fs.mkdirSync(dir, { recursive: true });
-          writePipelineIndex(dir);
-          unet.savePretrained(path.join(dir, "unet"));
-          textEncoder.savePretrained(path.join(dir, "text_encoder"));
-          if (path.resolve(dir) !== path.resolve(path.dirname(vaeDir))) vae.savePretrained(path.join(dir, "vae"));
-        },
-      };
-    },
-  },
+  }),
+  // issue 16: the same model on the coloured-digits training split (its VAE from sd-digits-vae)
+  "sd-digits": textToImageRecipe({
+    name: "sd-digits", vaeRecipe: "sd-digits-vae", dir: SD_DIGITS_DIR, prompts: DIGIT_PROMPTS, batch: digitsBatch,
+    description: "the UNet2DConditionModel + CLIPTextModel of datasets/sd-digits on coloured MNIST digits (10% empty captions), with its trained VAE",
+  }),
 };
 
 // The style LoRA: rank-4 adapters on every attention projection (train_text_to_image_lora.py's targets) and every

@@ -8,7 +8,7 @@
 # allows unprivileged user namespaces: the same namespaces and mounts, as the grader's own user. Always: a clean environment, a data-size limit (RLIMIT_DATA: heap and wasm
 # memory; an address-space limit would break wasm's reservations) and V8's old-space limit.
 set -eu
-. "$1"   # WORK KIT NODE_BIN MEM_BYTES OLD_SPACE_MB SANDBOX_USER USERNS CGROUP KERNEL_ENV (see sandbox.ts)
+. "$1"   # WORK KIT NODE_BIN MEM_BYTES OLD_SPACE_MB SANDBOX_USER ROOTNS USERNS CGROUP KERNEL_ENV (see sandbox.ts)
 
 if [ "${2:-}" != "--inside" ]; then
   cp "$2" "$WORK/.kernel/connection.json"
@@ -16,9 +16,11 @@ if [ "${2:-}" != "--inside" ]; then
   if [ -n "$SANDBOX_USER" ]; then
     chown "$SANDBOX_USER:$SANDBOX_USER" "$WORK/.kernel/connection.json"
     if [ -n "$CGROUP" ]; then echo $$ > "$CGROUP/cgroup.procs"; fi
+  fi
+  if [ -n "$SANDBOX_USER" ] && [ "$ROOTNS" = 1 ]; then
     # a mount namespace, and a pid namespace with its own /proc: the kernel sees no other process
     exec unshare --mount --propagation private --pid --fork --kill-child --mount-proc -- /bin/sh "$0" "$1" --inside
-  elif [ "$USERNS" = 1 ]; then
+  elif [ -z "$SANDBOX_USER" ] && [ "$USERNS" = 1 ]; then
     # not root: the same namespaces inside an unprivileged user namespace (root there, nobody outside)
     exec unshare --user --map-root-user --mount --propagation private --pid --fork --kill-child --mount-proc -- /bin/sh "$0" "$1" --inside
   fi

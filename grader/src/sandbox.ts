@@ -1,6 +1,7 @@
 // The sandbox one submission's kernel runs in. The grader writes a private kernel spec ("tslab-graded") whose argv
 // is scripts/sandbox-kernel.sh with this run's settings:
-//  - as root: each parallel slot has its own unprivileged user (kitgrade0, kitgrade1, ...; created once with
+//  - as root (with mount namespaces allowed; a container without CAP_SYS_ADMIN gets the user switch only): each
+//    parallel slot has its own unprivileged user (kitgrade0, kitgrade1, ...; created once with
 //    useradd), the kernel runs as that user with no capabilities and no new privileges, in a mount namespace where
 //    the kit's checkout is covered by an empty tmpfs (checks, solutions, the grader's sources are not there; only
 //    node_modules, kernel-lib and grader are bound read-only into the work folder), with a private HOME and TMPDIR
@@ -49,18 +50,29 @@ export const DEFAULT_MEMORY = 8 * 2 ** 30;
 
 const isRoot = (): boolean => typeof process.getuid === "function" && process.getuid() === 0;
 
-let usernsCache: boolean | null = null;
-/** Whether this machine lets an unprivileged process make user, mount and pid namespaces (and mount in them). */
-export function userNamespacesWork(): boolean {
-  if (usernsCache === null) {
+const nsCache = new Map<string, boolean>();
+/** Whether unshare with `flags` (and a tmpfs mount inside) works here; asked once per process. */
+function unshareWorks(flags: string[]): boolean {
+  const key = flags.join(" ");
+  if (!nsCache.has(key)) {
     try {
-      execFileSync("unshare", ["--user", "--map-root-user", "--mount", "--pid", "--fork", "--mount-proc", "--", "sh", "-c", "mount -t tmpfs probe /mnt"], { stdio: "ignore", timeout: 10_000 });
-      usernsCache = true;
+      execFileSync("unshare", [...flags, "--mount", "--pid", "--fork", "--mount-proc", "--", "sh", "-c", "mount -t tmpfs probe /mnt"], { stdio: "ignore", timeout: 10_000 });
+      nsCache.set(key, true);
     } catch {
-      usernsCache = false;
+      nsCache.set(key, false);
     }
   }
-  return usernsCache;
+  return nsCache.get(key)!;
+}
+
+/** Whether this machine lets an unprivileged process make user, mount and pid namespaces (and mount in them). */
+export function userNamespacesWork(): boolean {
+  return unshareWorks(["--user", "--map-root-user"]);
+}
+
+/** Whether root may make mount and pid namespaces here (a container without CAP_SYS_ADMIN may not). */
+export function mountNamespacesWork(): boolean {
+  return unshareWorks([]);
 }
 
 /** The unprivileged user of a slot, created if missing (root only). */
@@ -126,7 +138,8 @@ export function prepareSandbox(opts: SandboxOptions): Sandbox {
   const root = isRoot();
   const user = root ? ensureSandboxUser(opts.slot) : "";
   const userns = !root && userNamespacesWork();
-  const hidden = root || userns;
+  const rootns = root && mountNamespacesWork();
+  const hidden = rootns || userns;
   const home = path.join(opts.work, "home");
   for (const d of [".kernel", "home", "tmp"]) fs.mkdirSync(path.join(opts.work, d), { recursive: true, mode: 0o700 });
   for (const d of ["node_modules", "kernel-lib", "grader"]) {
@@ -139,14 +152,14 @@ export function prepareSandbox(opts: SandboxOptions): Sandbox {
   const cgroup = root ? makeCgroup(memory) : "";
   if (root) {
     execFileSync("chown", ["-R", `${user}:${user}`, opts.work]);
-    for (const d of ["node_modules", "kernel-lib", "grader"]) fs.chownSync(path.join(opts.work, d), 0, 0);
+    if (hidden) for (const d of ["node_modules", "kernel-lib", "grader"]) fs.chownSync(path.join(opts.work, d), 0, 0);
     fs.chmodSync(opts.work, 0o700);
   }
   const env = kernelEnv(opts.env, home);
   const settings = path.join(opts.priv, "sandbox.sh");
   const vars: Record<string, string> = {
     WORK: opts.work, KIT: opts.kitRoot, NODE_BIN: process.execPath, MEM_BYTES: String(memory),
-    OLD_SPACE_MB: String(Math.max(512, Math.floor(memory / 2 ** 21))), SANDBOX_USER: user, USERNS: userns ? "1" : "", CGROUP: cgroup,
+    OLD_SPACE_MB: String(Math.max(512, Math.floor(memory / 2 ** 21))), SANDBOX_USER: user, ROOTNS: rootns ? "1" : "", USERNS: userns ? "1" : "", CGROUP: cgroup,
     KERNEL_ENV: Object.entries(env).map(([k, v]) => `${k}=${v}`).join(" "),
   };
   fs.writeFileSync(settings, Object.entries(vars).map(([k, v]) => `${k}=${shq(v)}`).join("\n") + "\n", { mode: 0o600 });
@@ -159,7 +172,7 @@ export function prepareSandbox(opts: SandboxOptions): Sandbox {
   const jp = path.join(opts.priv, "jupyter");
   const gib = (b: number) => `${Math.round((b / 2 ** 30) * 10) / 10} GiB`;
   const description = root
-    ? `kernel as user ${user} (no capabilities), the kit hidden by a mount namespace, memory ${gib(memory)} (RLIMIT_DATA${cgroup ? " and a memory cgroup" : ""})`
+    ? `kernel as user ${user} (no capabilities), ${rootns ? "the kit hidden by a mount namespace" : "no mount namespaces here (the kit is readable)"}, memory ${gib(memory)} (RLIMIT_DATA${cgroup ? " and a memory cgroup" : ""})`
     : userns
       ? `kernel as the grader's own user in a user namespace (not root), the kit hidden by a mount namespace, memory ${gib(memory)} (RLIMIT_DATA)`
       : `kernel as the grader's own user (not root, no user namespaces: the kit is readable), memory ${gib(memory)} (RLIMIT_DATA)`;

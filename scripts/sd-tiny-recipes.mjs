@@ -24,8 +24,8 @@ function shapesBatch(seed, step, batchSize, style) {
 }
 
 /** Pictures k*B ... k*B + B - 1 of the coloured-digits stream's training split (seed), in [-1, 1], with their captions. */
-function digitsBatch(seed, step, batchSize) {
-  const { data, captions } = digits(batchSize, { seed, size: 32, start: step * batchSize, split: "train" });
+function digitsBatch(seed, step, batchSize, style = "plain") {
+  const { data, captions } = digits(batchSize, { seed, size: 32, start: step * batchSize, split: "train", style });
   for (let i = 0; i < data.length; i++) data[i] = data[i] * 2 - 1;
   return { pixels: data, captions };
 }
@@ -205,31 +205,49 @@ export const SD_RECIPES = {
 
 // The style LoRA: rank-4 adapters on every attention projection (train_text_to_image_lora.py's targets) and every
 // ResNet conv of the trained UNet, trained on the same captions with striped pictures, so that loading it stripes shapes.
-SD_RECIPES["sd-tiny-lora-stripes"] = {
+/**
+ * A rank-4 style LoRA on a trained small SD folder `dir`: adapters on every attention projection
+ * (train_text_to_image_lora.py's targets) and every ResNet conv (kohya's "LoCon": a style drawn at the 16x16 latents'
+ * level, where this UNet has no attention), trained on `batch` (the same captions, pictures in the style).
+ */
+function styleLoraRecipe({ name, description, dir, modelRecipes, adapter, batch, prompts }) {
+  return {
+    description,
+    train: { batchSize: 32, lr: 5e-3, warmupSteps: 20, lrSchedule: "constant_with_warmup", steps: 800, noiseOffset: 0.3, seed: 0, checkpointEvery: 50, sampleEvery: 100 },
+    build: async (K, tf, o) => {
+      if (!fs.existsSync(path.join(dir, "unet"))) throw new Error(`${name}: no trained model in ${dir}; train ${modelRecipes} first`);
+      const pipe = await K.StableDiffusionPipeline.fromPretrained(dir);
+      const { unet, vae, textEncoder, tokenizer } = pipe;
+      pipe.scheduler = K.DDIMScheduler.fromConfig(pipe.scheduler.config);
+      const params = K.addLoraAdapter(unet, adapter, { rank: 4, alpha: 4, targetModules: [...K.UNET_LORA_TARGET_MODULES, "conv1", "conv2"], seed: o.seed });
+      const noiseScheduler = K.DDPMScheduler.fromConfig(SD15_SCHEDULER());
+      const trainer = new K.TextToImageTrainer({ unet, vae, textEncoder, tokenizer, noiseScheduler }, {
+        batchSize: o.batchSize, lr: o.lr, warmupSteps: o.train.warmupSteps, lrSchedule: o.train.lrSchedule, trainingSteps: o.steps, seed: o.seed,
+        proportionEmptyPrompts: 0, noiseOffset: o.noiseOffset, trainable: K.parameterWeights(params), data: (step, b) => batch(o.seed + 7, step, b),
+      });
+      return {
+        trainer, what: `LoRA rank 4 on ${params.length / 2} modules, ${params.filter(([n]) => /\.conv[12]\.lora_A\./.test(n)).length} of them ResNet convs (${params.reduce((n, [, p]) => n + p.numel, 0)} parameters; UNet, VAE, CLIP frozen)`,
+        sample: () => promptGrid(K, tf, pipe, prompts),
+        export: (out) => {
+          fs.mkdirSync(out, { recursive: true });
+          const a = K.saveLoraWeights(path.join(out, "pytorch_lora_weights.safetensors"), { unet }, { adapterName: adapter, format: "diffusers" });
+          const b = K.saveLoraWeights(path.join(out, `${adapter}.kohya.safetensors`), { unet }, { adapterName: adapter, format: "kohya" });
+          console.log(`saved ${a} and ${b}`);
+        },
+      };
+    },
+  };
+}
+
+SD_RECIPES["sd-tiny-lora-stripes"] = styleLoraRecipe({
+  name: "sd-tiny-lora-stripes", dir: SD_TINY_DIR, modelRecipes: "sd-tiny-vae and sd-tiny", adapter: "stripes", prompts: PROMPTS,
+  batch: (seed, step, b) => shapesBatch(seed, step, b, "stripes"),
   description: "a rank-4 LoRA on datasets/sd-tiny's UNet attention projections and ResNet convs that draws the shapes striped (both LoRA file formats)",
-  train: { batchSize: 32, lr: 5e-3, warmupSteps: 20, lrSchedule: "constant_with_warmup", steps: 800, noiseOffset: 0.3, seed: 0, checkpointEvery: 50, sampleEvery: 100 },
-  build: async (K, tf, o) => {
-    if (!fs.existsSync(path.join(SD_TINY_DIR, "unet"))) throw new Error(`sd-tiny-lora-stripes: no trained model in ${SD_TINY_DIR}; train sd-tiny-vae and sd-tiny first`);
-    const pipe = await K.StableDiffusionPipeline.fromPretrained(SD_TINY_DIR);
-    const { unet, vae, textEncoder, tokenizer } = pipe;
-    pipe.scheduler = K.DDIMScheduler.fromConfig(pipe.scheduler.config);
-    // stripes are a 16x16-latent texture and this UNet has attention only at 8x8 and 4x4: besides the attention
-    // projections (train_text_to_image_lora.py's targets) the adapter patches the ResNet convs (kohya's "LoCon")
-    const params = K.addLoraAdapter(unet, "stripes", { rank: 4, alpha: 4, targetModules: [...K.UNET_LORA_TARGET_MODULES, "conv1", "conv2"], seed: o.seed });
-    const noiseScheduler = K.DDPMScheduler.fromConfig(SD15_SCHEDULER());
-    const trainer = new K.TextToImageTrainer({ unet, vae, textEncoder, tokenizer, noiseScheduler }, {
-      batchSize: o.batchSize, lr: o.lr, warmupSteps: o.train.warmupSteps, lrSchedule: o.train.lrSchedule, trainingSteps: o.steps, seed: o.seed,
-      proportionEmptyPrompts: 0, noiseOffset: o.noiseOffset, trainable: K.parameterWeights(params), data: (step, b) => shapesBatch(o.seed + 7, step, b, "stripes"),
-    });
-    return {
-      trainer, what: `LoRA rank 4 on ${params.length / 2} modules, ${params.filter(([n]) => /\.conv[12]\.lora_A\./.test(n)).length} of them ResNet convs (${params.reduce((n, [, p]) => n + p.numel, 0)} parameters; UNet, VAE, CLIP frozen)`,
-      sample: () => promptGrid(K, tf, pipe),
-      export: (dir) => {
-        fs.mkdirSync(dir, { recursive: true });
-        const a = K.saveLoraWeights(path.join(dir, "pytorch_lora_weights.safetensors"), { unet }, { adapterName: "stripes", format: "diffusers" });
-        const b = K.saveLoraWeights(path.join(dir, "stripes.kohya.safetensors"), { unet }, { adapterName: "stripes", format: "kohya" });
-        console.log(`saved ${a} and ${b}`);
-      },
-    };
-  },
-};
+});
+
+// issue 16: the digits model's style LoRA: the same captions (never "thick"), every picture drawn with thick strokes
+SD_RECIPES["sd-digits-lora-thick"] = styleLoraRecipe({
+  name: "sd-digits-lora-thick", dir: SD_DIGITS_DIR, modelRecipes: "sd-digits-vae and sd-digits", adapter: "thick", prompts: DIGIT_PROMPTS,
+  batch: (seed, step, b) => digitsBatch(seed, step, b, "thick"),
+  description: "a rank-4 LoRA on datasets/sd-digits' UNet that draws every digit with thick strokes (both LoRA file formats)",
+});

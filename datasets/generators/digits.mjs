@@ -96,8 +96,11 @@ export function thicken(grey) {
   return out;
 }
 
-/** The random parameters of picture `index` of a split: its digit, which handwriting, colours, strokes, placement. */
-export function digitParams(index, { seed = 0, split = "train" } = {}) {
+/**
+ * The random parameters of picture `index` of a split: its digit, which handwriting, colours, strokes, placement.
+ * `style: "thick"` (the style LoRA's data) draws every digit thick and never says so: the caption is the plain one.
+ */
+export function digitParams(index, { seed = 0, split = "train", style = "plain" } = {}) {
   const r = streamFor(seed * 2 + (split === "train" ? 0 : 1), index);
   const pick = (list) => list[Math.floor(r() * list.length)];
   const digit = Math.floor(r() * 10);
@@ -107,10 +110,11 @@ export function digitParams(index, { seed = 0, split = "train" } = {}) {
   const colour = pick(DIGIT_COLOUR_NAMES);
   const bg = pick(DIGIT_COLOUR_NAMES.filter((c) => c !== colour));
   const named = r() < DIGIT_BACKGROUND_SHARE;
-  const thick = r() < DIGIT_THICK_SHARE;
+  const thickWord = r() < DIGIT_THICK_SHARE;
+  const thick = style === "thick" ? true : thickWord;
   // the 28x28 box scaled by 0.95-1.1 of the picture and moved by up to 6 % of it
   const scale = 0.95 + 0.15 * r(), dx = (r() - 0.5) * 0.12, dy = (r() - 0.5) * 0.12;
-  const caption = digitCaption({ digit, colour, background: named ? bg : null, thick });
+  const caption = digitCaption({ digit, colour, background: named ? bg : null, thick: style === "thick" ? false : thickWord });
   return { digit, sample, colour, background: bg, namedBackground: named, thick, scale, dx, dy, caption };
 }
 
@@ -139,11 +143,11 @@ export function renderDigit(p, size, out = new Float32Array(size * size * 3), of
 }
 
 /** `count` pictures from `start` of a split: NHWC data in [0, 1], their captions and parameters. */
-export function digits(count, { seed = 0, size = 32, split = "train", start = 0 } = {}) {
+export function digits(count, { seed = 0, size = 32, split = "train", start = 0, style = "plain" } = {}) {
   const data = new Float32Array(count * size * size * 3);
   const captions = [], params = [];
   for (let i = 0; i < count; i++) {
-    const p = digitParams(start + i, { seed, split });
+    const p = digitParams(start + i, { seed, split, style });
     renderDigit(p, size, data, i * size * size * 3);
     captions.push(p.caption);
     params.push(p);

@@ -44,6 +44,16 @@ describe("the digits and their split", () => {
     }
   });
 
+  it("the style LoRA's data: the same pictures drawn thick, captions that never say so", () => {
+    const plain = gen.digits(40, { seed: 4 }), thick = gen.digits(40, { seed: 4, style: "thick" });
+    thick.params.forEach((p: { thick: boolean; digit: number; sample: number; colour: string }, i: number) => {
+      const q = plain.params[i];
+      expect([p.thick, p.digit, p.sample, p.colour]).toEqual([true, q.digit, q.sample, q.colour]);
+      expect(parseDigitCaption(thick.captions[i])).toEqual({ ...parseDigitCaption(plain.captions[i]), thick: false });
+      expect(thick.captions[i]).not.toMatch(/thick/);
+    });
+  });
+
   it("a picture depends only on (seed, split, index)", () => {
     const a = gen.digits(4, { seed: 1, start: 10 }), b = gen.digits(4, { seed: 1, start: 10 }), c = gen.digits(4, { seed: 2, start: 10 });
     expect(Array.from(a.data)).toEqual(Array.from(b.data));

@@ -95,6 +95,16 @@ function writePipelineIndex(dir) {
   fs.writeFileSync(path.join(dir, "scheduler", "scheduler_config.json"), JSON.stringify(SD15_SCHEDULER(), null, 2) + "\n");
 }
 
+/** Saves a trained VAE to dir/vae with scaling_factor = 1 / std of the latents of `pixels` (256 pictures in [-1, 1]; LDM sec. 4.3.2; SD 1.x: 0.18215). */
+function exportVae(K, tf, vae, dir, pixels) {
+  const x = tf.tensor4d(pixels, [256, 32, 32, 3]);
+  const s = K.latentScalingFactor(vae, x);
+  x.dispose();
+  vae.registerToConfig({ scaling_factor: Number(s.toPrecision(5)) }); // the config is frozen: diffusers' register_to_config
+  vae.savePretrained(path.join(dir, "vae"));
+  console.log(`vae/ saved with scaling_factor ${vae.config.scaling_factor}`);
+}
+
 /**
  * The UNet2DConditionModel + CLIPTextModel recipe of a small SD folder `dir` on `batch` (pictures in [-1, 1] and
  * their captions), with the VAE trained by `vaeRecipe` (in dir/vae, or --vae-from).
@@ -151,15 +161,7 @@ export const SD_RECIPES = {
           const { data } = digits(8, { seed: 1, size: 32, start: 8 * i, split: "held-out" });
           return { pixels: data.map((v) => v * 2 - 1) };
         }),
-        export: (dir) => {
-          const { pixels } = digitsBatch(2, 0, 256);
-          const x = tf.tensor4d(pixels, [256, 32, 32, 3]);
-          const s = K.latentScalingFactor(vae, x);
-          x.dispose();
-          vae.registerToConfig({ scaling_factor: Number(s.toPrecision(5)) });
-          vae.savePretrained(path.join(dir, "vae"));
-          console.log(`vae/ saved with scaling_factor ${vae.config.scaling_factor}`);
-        },
+        export: (dir) => exportVae(K, tf, vae, dir, digitsBatch(2, 0, 256).pixels),
       };
     },
   },
@@ -179,16 +181,7 @@ export const SD_RECIPES = {
       return {
         trainer, what: `AutoencoderKL ${vae.numParameters()} parameters`,
         sample: () => reconstructionGrid(K, tf, vae),
-        export: (dir) => {
-          // scaling_factor = 1 / std of the latents of 256 pictures (LDM sec. 4.3.2; SD 1.x: 0.18215)
-          const { pixels } = shapesBatch(2, 0, 256, "plain");
-          const x = tf.tensor4d(pixels, [256, 32, 32, 3]);
-          const s = K.latentScalingFactor(vae, x);
-          x.dispose();
-          vae.registerToConfig({ scaling_factor: Number(s.toPrecision(5)) }); // the config is frozen: diffusers' register_to_config
-          vae.savePretrained(path.join(dir, "vae"));
-          console.log(`vae/ saved with scaling_factor ${vae.config.scaling_factor}`);
-        },
+        export: (dir) => exportVae(K, tf, vae, dir, shapesBatch(2, 0, 256, "plain").pixels),
       };
     },
   },

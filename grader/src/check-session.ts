@@ -64,8 +64,9 @@ export class GradeSession {
       }
       const calls = JSON.parse(callsJson) as KernelCall[];
       for (const call of entries ? calls : []) {
-        const args = decode(call.args, undefined, 0, call.what);
+        let args: unknown = undefined;
         try {
+          args = decode(call.args, undefined, 0, call.what);
           const fn = entries![call.entry];
           if (typeof fn !== "function") throw new Error(`no kernel entry "${call.entry}" in check ${id}`);
           const out = await fn(args);

@@ -96,7 +96,9 @@ export function readDigitPictures(classifier: DigitClassifier, images: tf.Tensor
   const maps = Array.from({ length: n }, (_, i) => inkMap(data.subarray(i * h * w * 3, (i + 1) * h * w * 3), h, w));
   const side = classifier.config.sample_size;
   const { digits, confidence } = tf.tidy(() => {
-    const ink = tf.tensor4d(Float32Array.from(maps.flatMap((m) => Array.from(m.ink))), [n, h, w, 1]);
+    const all = new Float32Array(n * h * w);
+    maps.forEach((m, i) => all.set(m.ink, i * h * w));
+    const ink = tf.tensor4d(all, [n, h, w, 1]);
     const x = h === side && w === side ? ink : tf.image.resizeBilinear(ink, [side, side], true);
     return classifier.predict(x as tf.Tensor4D);
   });

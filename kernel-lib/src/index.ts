@@ -310,6 +310,8 @@ import "./memory/model-memory.js";
 export { Trainer, listCheckpoints, type TrainerOptions, type TrainLogEntry, type PreparedStep } from "./training/trainer.js";
 export { DDPMTrainer, saveDDPMPipeline, type BatchSource, type DDPMTrainerOptions } from "./training/ddpm-trainer.js";
 export { readDigitPictures, inkMap, strokeWidth, THICK_STROKE_WIDTH, type DigitReading } from "./eval/digit-judge.js";
+export { importEsm } from "./runtime/import-esm.js";
+export { ssimWindows, structuralSimilarity, nearestStructuralSimilarity, type SsimWindows } from "./eval/ssim.js";
 export { claim, markedClaims, reportedClaims, CLAIM_ID } from "./eval/claim.js";
 export { ClassifierTrainer, crossEntropyLoss, type ClassifierTrainerOptions, type LabelledBatchSource } from "./training/classifier-trainer.js";
 export {

@@ -9,6 +9,7 @@ import * as tf from "@tensorflow/tfjs";
 import { DDPMPipeline } from "../src/pipelines/pipeline-ddpm.js";
 import { Generator } from "../src/random/generator.js";
 import { ddpmLoss, sampleNoiseAndTimesteps } from "../src/training/ddpm-loss.js";
+import { ssimWindows, nearestStructuralSimilarity, type SsimWindows } from "../src/eval/ssim.js";
 import type { DDPMScheduler } from "../src/schedulers/scheduling-ddpm.js";
 // @ts-expect-error plain JavaScript module without type declarations
 import { catFace, catFaces, catFaceParams } from "../../datasets/generators/cat-faces.mjs";
@@ -23,49 +24,6 @@ const D = S * S * 3;
 
 type Faces = (n: number, o?: { seed?: number; size?: number; start?: number }) => { data: Float32Array; shape: number[] };
 const faces = catFaces as Faces;
-
-// ---- structural similarity (Wang et al. 2004) on luminance, 7x7 box windows, data range 1
-const WIN = 7;
-const C1 = 0.01 ** 2;
-const C2 = 0.03 ** 2;
-interface Windows { lum: Float32Array; mu: Float32Array; variance: Float32Array }
-
-function windows(img: Float32Array, offset = 0): Windows {
-  const lum = Float32Array.from({ length: S * S }, (_, i) => 0.299 * img[offset + 3 * i] + 0.587 * img[offset + 3 * i + 1] + 0.114 * img[offset + 3 * i + 2]);
-  const n = S - WIN + 1;
-  const mu = new Float32Array(n * n);
-  const variance = new Float32Array(n * n);
-  for (let y = 0; y < n; y++) for (let x = 0; x < n; x++) {
-    let s = 0, q = 0;
-    for (let dy = 0; dy < WIN; dy++) for (let dx = 0; dx < WIN; dx++) { const v = lum[(y + dy) * S + x + dx]; s += v; q += v * v; }
-    mu[y * n + x] = s / WIN ** 2;
-    variance[y * n + x] = q / WIN ** 2 - (s / WIN ** 2) ** 2;
-  }
-  return { lum, mu, variance };
-}
-
-function ssim(a: Windows, b: Windows): number {
-  const n = S - WIN + 1;
-  let total = 0;
-  for (let y = 0; y < n; y++) for (let x = 0; x < n; x++) {
-    let c = 0;
-    for (let dy = 0; dy < WIN; dy++) for (let dx = 0; dx < WIN; dx++) c += a.lum[(y + dy) * S + x + dx] * b.lum[(y + dy) * S + x + dx];
-    const k = y * n + x;
-    const cov = c / WIN ** 2 - a.mu[k] * b.mu[k];
-    total += ((2 * a.mu[k] * b.mu[k] + C1) * (2 * cov + C2)) / ((a.mu[k] ** 2 + b.mu[k] ** 2 + C1) * (a.variance[k] + b.variance[k] + C2));
-  }
-  return total / (n * n);
-}
-
-/** Mean over the pictures of the SSIM to their most similar reference picture. */
-function nearestSsim(pictures: Float32Array, count: number, refs: Windows[]): number {
-  let sum = 0;
-  for (let i = 0; i < count; i++) {
-    const w = windows(pictures, i * D);
-    sum += Math.max(...refs.map((r) => ssim(w, r)));
-  }
-  return sum / count;
-}
 
 describe("cat-faces generator", () => {
   it("is deterministic per (seed, index), independent of the batch it is made in, NHWC in [0, 1]", () => {
@@ -85,10 +43,10 @@ describe("cat-faces generator", () => {
 });
 
 describe.skipIf(!fs.existsSync(TRAINED))("datasets/ddpm-cat-tiny (trained)", () => {
-  let refs: Windows[];
+  let refs: SsimWindows[];
   beforeAll(() => {
     const ref = faces(500, { seed: 0, size: S });
-    refs = Array.from({ length: 500 }, (_, i) => windows(ref.data, i * D));
+    refs = Array.from({ length: 500 }, (_, i) => ssimWindows(ref.data, S, i));
   });
 
   it("is a DDPMPipeline folder under 20 MB with a model card", () => {
@@ -127,7 +85,7 @@ describe.skipIf(!fs.existsSync(TRAINED))("datasets/ddpm-cat-tiny (trained)", () 
       expect(data.every(Number.isFinite)).toBe(true);
       images.dispose();
       expect(tf.memory().numTensors).toBe(before);
-      scores.push(nearestSsim(data, 8, refs));
+      scores.push(nearestStructuralSimilarity(data, S, 8, refs));
       pipe.dispose();
     }
     // measured: held-out dataset pictures 0.66, the same blurred (5x5 box) 0.60, uniform noise 0.09; shipped model 0.44

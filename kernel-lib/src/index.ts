@@ -309,7 +309,7 @@ import "./memory/model-memory.js";
 // ---- training: trainers (diffusers' example scripts), losses, AdamW, EMA, clipping, lr schedules
 export { Trainer, listCheckpoints, type TrainerOptions, type TrainLogEntry, type PreparedStep } from "./training/trainer.js";
 export { DDPMTrainer, saveDDPMPipeline, type BatchSource, type DDPMTrainerOptions } from "./training/ddpm-trainer.js";
-export { readDigitPictures, inkMap, strokeWidth, THICK_STROKE_WIDTH, type DigitReading } from "./eval/digit-judge.js";
+export { readDigitPictures, inkMap, strokeWidth, THICK_STROKE_WIDTH, describeDigitReading, matchDigitCaption, type DigitReading, type CaptionMatch } from "./eval/digit-judge.js";
 export { importEsm } from "./runtime/import-esm.js";
 export { ssimWindows, structuralSimilarity, nearestStructuralSimilarity, type SsimWindows } from "./eval/ssim.js";
 export { claim, markedClaims, reportedClaims, CLAIM_ID } from "./eval/claim.js";

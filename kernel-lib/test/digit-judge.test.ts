@@ -6,7 +6,7 @@ import { describe, it, expect, beforeAll } from "vitest";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { inkMap, readDigitPictures } from "../src/eval/digit-judge.js";
+import { inkMap, readDigitPictures, describeDigitReading, matchDigitCaption } from "../src/eval/digit-judge.js";
 import { DigitClassifier } from "../src/models/digit-classifier.js";
 import { crossEntropyLoss } from "../src/training/classifier-trainer.js";
 import { DIGIT_COLOURS, DIGIT_COLOUR_NAMES, type DigitColour } from "../src/utils/digits-captions.js";
@@ -71,5 +71,21 @@ describe.runIf(fs.existsSync(path.join(MODEL, "config.json")))("the kit-trained 
     expect(share((r, i) => r.thick === params[i].thick)).toBeGreaterThanOrEqual(ceiling.thick - 0.02);
     expect(ceiling.digit).toBeGreaterThan(0.95);
     model.dispose();
+  });
+});
+
+describe("a reading against its caption", () => {
+  const reading = { digit: 7, confidence: 0.931, colour: "red", background: "orange", contrast: 0.8, strokeWidth: 3, thick: false } as const;
+  it("describes the reading in the grammar's words", () => {
+    expect(describeDigitReading(reading)).toBe("a red 7 on an orange background (digit p = 0.93)");
+    expect(describeDigitReading({ ...reading, colour: "orange", thick: true })).toBe("a thick orange 7 on an orange background (digit p = 0.93)");
+  });
+  it("matches each part; the background only when the caption names it", () => {
+    expect(matchDigitCaption(reading, "a red 7 on an orange background")).toEqual({ digit: true, colour: true, background: true, thick: true, all: true });
+    expect(matchDigitCaption(reading, "a red 7")).toEqual({ digit: true, colour: true, background: null, thick: true, all: true });
+    expect(matchDigitCaption(reading, "a thick red 1 on a blue background")).toEqual({ digit: false, colour: true, background: false, thick: false, all: false });
+  });
+  it("refuses a sentence outside the grammar, quoting it", () => {
+    expect(() => matchDigitCaption(reading, "a red circle")).toThrow(/"a red circle" is not a sentence of the digits grammar/);
   });
 });

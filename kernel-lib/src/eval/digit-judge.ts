@@ -9,7 +9,8 @@
 //   stroke width = 2 * area / boundary of the ink (a > 0.5; a stroke of width w and length L has area w L and a
 //   boundary of about 2 L pixels), in pixels of a 32x32 picture; "thick" above THICK_STROKE_WIDTH.
 import * as tf from "@tensorflow/tfjs";
-import { DIGIT_COLOURS, DIGIT_COLOUR_NAMES, type DigitColour } from "../utils/digits-captions.js";
+import { DIGIT_COLOURS, DIGIT_COLOUR_NAMES, parseDigitCaption, type DigitColour, type DigitCaptionParts } from "../utils/digits-captions.js";
+import { ArgumentError } from "../utils/check-argument.js";
 import type { DigitClassifier } from "../models/digit-classifier.js";
 
 export interface DigitReading {
@@ -106,4 +107,23 @@ export function readDigitPictures(classifier: DigitClassifier, images: tf.Tensor
     const sw = strokeWidth(m.ink, h, w);
     return { digit: digits[i], confidence: confidence[i], colour: nearest(m.colour), background: nearest(m.background), contrast: m.contrast, strokeWidth: sw, thick: sw > THICK_STROKE_WIDTH };
   });
+}
+
+/** What the judge read, in the caption grammar's words: "a thick red 7 on a blue background (digit p = 0.93)". */
+export function describeDigitReading(r: DigitReading): string {
+  const words = `${r.thick ? "thick " : ""}${r.colour} ${r.digit}`;
+  return `${/^[aeiou]/.test(words) ? "an" : "a"} ${words} on ${/^[aeiou]/.test(r.background) ? "an" : "a"} ${r.background} background (digit p = ${r.confidence.toFixed(2)})`;
+}
+
+export interface CaptionMatch { digit: boolean; colour: boolean; background: boolean | null; thick: boolean; all: boolean }
+
+/**
+ * Which parts of `caption` (a sentence of the grammar, or its parts) the reading matches. The background counts only
+ * when the caption names one (null otherwise); `all` = digit, colour, background (if named) and thickness right.
+ */
+export function matchDigitCaption(r: DigitReading, caption: string | DigitCaptionParts): CaptionMatch {
+  const parts = typeof caption === "string" ? parseDigitCaption(caption) : caption;
+  if (!parts) throw new ArgumentError(`matchDigitCaption: "${caption}" is not a sentence of the digits grammar ("a red 7 on a blue background", "a thick green 3", ...)`);
+  const m = { digit: r.digit === parts.digit, colour: r.colour === parts.colour, background: parts.background === null ? null : r.background === parts.background, thick: r.thick === parts.thick };
+  return { ...m, all: m.digit && m.colour && m.background !== false && m.thick };
 }

@@ -39,7 +39,7 @@ if (lora) await pipe.loadLoraWeights(path.resolve(root, lora));
 
 /** Shares of the pictures whose digit, colour, named background and thickness the judge reads as captioned. */
 async function measure(guidance) {
-  const right = { digit: 0, colour: 0, background: 0, named: 0, thick: 0 };
+  const right = { digit: 0, colour: 0, background: 0, named: 0, thick: 0, readThick: 0 };
   for (let i = 0; i < n; i += 8) {
     const batch = captions.slice(i, i + 8);
     const { images } = await pipe.generate({ prompt: batch.map((p) => p.caption), numInferenceSteps: steps, guidanceScale: guidance,
@@ -48,11 +48,11 @@ async function measure(guidance) {
     images.dispose();
     read.forEach((r, j) => {
       const p = batch[j];
-      right.digit += r.digit === p.digit; right.colour += r.colour === p.colour; right.thick += r.thick === p.thick;
+      right.digit += r.digit === p.digit; right.colour += r.colour === p.colour; right.thick += r.thick === p.thick; right.readThick += r.thick;
       if (p.namedBackground) { right.named++; right.background += r.background === p.background; }
     });
   }
-  return { guidance, digit: right.digit / n, colour: right.colour / n, background: right.named ? right.background / right.named : null, thick: right.thick / n };
+  return { guidance, digit: right.digit / n, colour: right.colour / n, background: right.named ? right.background / right.named : null, thick: right.thick / n, readThick: right.readThick / n };
 }
 
 const rows = [];
@@ -60,6 +60,6 @@ if (lora) for (const w of loraWeights) { pipe.setAdapters(pipe.getActiveAdapters
 else for (const g of guidances) rows.push(await measure(g));
 const pct = (x) => (x === null ? "-" : `${(100 * x).toFixed(1)} %`);
 console.log(`${path.relative(root, modelDir)}: ${n} held-out captions, ${steps} DDIM steps (judge's ceiling: digit ${pct(ceiling.digit)}, colour ${pct(ceiling.colour)}, background ${pct(ceiling.background)}, thick ${pct(ceiling.thick)})`);
-for (const r of rows) console.log(`${r.loraWeight !== undefined ? `LoRA weight ${r.loraWeight}, ` : ""}guidance ${r.guidance}: digit ${pct(r.digit)}, colour ${pct(r.colour)}, background ${pct(r.background)}, thick ${pct(r.thick)}`);
+for (const r of rows) console.log(`${r.loraWeight !== undefined ? `LoRA weight ${r.loraWeight}, ` : ""}guidance ${r.guidance}: digit ${pct(r.digit)}, colour ${pct(r.colour)}, background ${pct(r.background)}, thick ${pct(r.thick)} (read thick: ${pct(r.readThick)} of all pictures; ${pct(captions.filter((c) => c.thick).length / n)} of the captions say thick)`);
 const out = opt("--json", null);
 if (out) fs.writeFileSync(path.resolve(root, out), JSON.stringify({ model: path.relative(root, modelDir), n, steps, ceiling, rows }, null, 2) + "\n");

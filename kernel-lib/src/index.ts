@@ -354,6 +354,6 @@ export {
   type CompareOptions,
 } from "./utils/compare.js";
 export { shapesPrompt, shapesCaption, type ShapesCaptionParts, type PromptRandom, type ShapeColour, type ShapeKind } from "./utils/shapes-captions.js";
-export { digitPrompt, digitCaption, parseDigitCaption, DIGIT_COLOURS, type DigitCaptionParts, type DigitColour } from "./utils/digits-captions.js";
+export { digitPrompt, digitCaption, parseDigitCaption, DIGIT_COLOURS, DIGIT_COLOUR_NAMES, type DigitCaptionParts, type DigitColour } from "./utils/digits-captions.js";
 export { ArgumentError, MAX_PICTURES_PER_CALL, MAX_PICTURE_SIDE } from "./utils/check-argument.js";
 export { NonFiniteError } from "./utils/check-finite.js";
